@@ -1,0 +1,91 @@
+"""One registry of component kinds: ``add`` / ``get`` / ``build`` with helpful errors."""
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from facegan_kit.errors import RegistryError
+
+#: Component kinds and what each is for (see :mod:`facegan_kit.interfaces` for the contracts).
+KINDS: dict[str, str] = {
+    "encoder": "image (N,3,H,W) in [-1,1] -> identity code (N, z_dim)",
+    "decoder": "identity code (N, z_dim) + expression code (N, code_dim) -> image (N,3,H,W)",
+    "controller": "one-hot label (N,K) + noise -> expression code (N, code_dim); edit-time codes",
+    "discriminator": "image + one-hot label, or identity code -> realness logit (and features)",
+    "regularizer": "discriminator features -> predicted expression code (the paper's Q)",
+    "loss": "a training objective term, named in a stage's `losses` table",
+    "dataset": "a source of labelled face images",
+    "metric": "a measurement of a trained model (eval/bench)",
+    "backbone": "a frozen pretrained network giving identity features/embeddings",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    provider: str
+
+    @property
+    def source_file(self) -> str:
+        try:
+            return inspect.getsourcefile(self.factory) or "?"
+        except TypeError:
+            return "?"
+
+
+class Registry:
+    """Maps (kind, name) to a factory. Plugins fill it through ``facegan_register_components``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        #: Name of the plugin whose hook is running (set by the plugin loader).
+        self.current_provider = "<direct>"
+
+    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
+        """Register ``factory`` as component ``name`` of ``kind``."""
+        self._check_kind(kind)
+        if not callable(factory):
+            raise RegistryError(f"{kind} '{name}': factory {factory!r} is not callable")
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"{kind}: component name must be a non-empty string, got {name!r}")
+        old = self._entries[kind].get(name)
+        if old is not None:
+            raise RegistryError(
+                f"{kind} '{name}' is registered twice: by {old.provider} and by {self.current_provider}"
+            )
+        self._entries[kind][name] = Entry(kind, name, factory, self.current_provider)
+
+    def entry(self, kind: str, name: str, where: str | None = None) -> Entry:
+        self._check_kind(kind)
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            known = sorted(self._entries[kind])
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            prefix = f"{where}: " if where else ""
+            raise RegistryError(
+                f"{prefix}unknown {kind} '{name}' (known: {', '.join(known) or 'none'}){hint}"
+            ) from None
+
+    def get(self, kind: str, name: str) -> Callable[..., Any]:
+        """The factory registered as ``name`` of ``kind``; unknown names list the known ones."""
+        return self.entry(kind, name).factory
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        return sorted(self._entries[kind])
+
+    def __iter__(self) -> Iterator[Entry]:
+        for kind in KINDS:
+            yield from (self._entries[kind][n] for n in sorted(self._entries[kind]))
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise RegistryError(f"unknown component kind '{kind}' (kinds: {', '.join(KINDS)}){hint}")

@@ -1,0 +1,1 @@
+"""Built-in facegan_kit plugins (installed as ``facegan_plugins``)."""
