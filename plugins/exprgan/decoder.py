@@ -1,0 +1,88 @@
+"""The ExprGAN decoder G_dec (``exprgan-decoder``)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from facegan_plugins.common.blocks import as_int_list, check_divisible, concat_maps, conv, init_normal_, tile_vector
+
+
+class ExprDecoder(nn.Module):
+    """Identity code ``g`` + expression code ``c`` -> image (the official ExprGAN generator).
+
+    1. ``[g, c tiled `tile` times]`` -> FC -> ``fc_channels`` maps of side
+       ``image_size / 2**len(channels)``, ReLU.
+    2. For each width in ``channels``: concatenate ``c`` as constant maps, nearest x2 upsample,
+       3x3 conv stride 1, ReLU. The code thus enters before **every** upsampling block.
+    3. For each width in ``extra_channels``: 3x3 conv, ReLU (no code concatenated).
+    4. 3x3 conv -> 3 channels, tanh.
+
+    Weights start from N(0, 0.02).
+
+    Args:
+        image_size: side of the output image.
+        z_dim: size of the identity code ``g``.
+        code_dim: size of the expression code ``c``.
+        channels: widths of the upsampling blocks.
+        fc_channels: channels of the first (smallest) feature map.
+        tile: how many times ``c`` is repeated next to ``g`` at the input.
+        extra_channels: widths of the full-resolution 3x3 convs before the output conv.
+
+    Shape:
+        - Input: ``g (N, z_dim)``, ``c (N, code_dim)``.
+        - Output: ``x_hat (N, 3, image_size, image_size)`` in ``[-1, 1]``.
+
+    Example:
+        >>> dec = ExprDecoder(image_size=16, z_dim=4, code_dim=6, channels=[8, 4], fc_channels=8)
+        >>> dec(torch.zeros(2, 4), torch.zeros(2, 6)).shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        z_dim: int = 50,
+        code_dim: int = 30,
+        channels: Sequence[int] = (512, 256, 128, 64, 32),
+        fc_channels: int = 1024,
+        tile: int = 8,
+        extra_channels: Sequence[int] = (16,),
+    ) -> None:
+        super().__init__()
+        chans = as_int_list(channels, "channels")
+        extra = [] if extra_channels in (None, [], ()) else as_int_list(extra_channels, "extra_channels")
+        if tile < 1:
+            raise ValueError(f"exprgan-decoder: tile must be >= 1, got {tile}")
+        self.image_size, self.z_dim, self.code_dim, self.tile = image_size, z_dim, code_dim, tile
+        self.fc_channels = fc_channels
+        self.start = check_divisible(image_size, len(chans), "exprgan-decoder")
+        self.fc = nn.Linear(z_dim + code_dim * tile, fc_channels * self.start**2)
+        self.ups = nn.ModuleList()
+        in_ch = fc_channels
+        for out_ch in chans:
+            self.ups.append(conv(in_ch + code_dim, out_ch, 3))
+            in_ch = out_ch
+        self.extra = nn.ModuleList()
+        for out_ch in extra:
+            self.extra.append(conv(in_ch, out_ch, 3))
+            in_ch = out_ch
+        self.out = conv(in_ch, 3, 3)
+        init_normal_(self)
+
+    def forward(self, g: Tensor, c: Tensor) -> Tensor:
+        if g.dim() != 2 or g.shape[1] != self.z_dim:
+            raise ValueError(f"exprgan-decoder expects g (N, {self.z_dim}), got {tuple(g.shape)}")
+        if c.dim() != 2 or c.shape != (g.shape[0], self.code_dim):
+            raise ValueError(f"exprgan-decoder expects c ({g.shape[0]}, {self.code_dim}), got {tuple(c.shape)}")
+        c = c.to(g.dtype)
+        h = self.fc(torch.cat([g, tile_vector(c, self.tile)], dim=1))
+        h = F.relu(h.view(-1, self.fc_channels, self.start, self.start))
+        for layer in self.ups:
+            h = F.interpolate(concat_maps(h, c), scale_factor=2, mode="nearest")
+            h = F.relu(layer(h))
+        for layer in self.extra:
+            h = F.relu(layer(h))
+        return torch.tanh(self.out(h))
