@@ -1,0 +1,14 @@
+"""Loss terms: ``l1``, ``tv``, ``adv-img``, ``adv-z``, ``q`` and ``identity``."""
+from facegan_kit import hookimpl
+from facegan_plugins.losses.identity import IdentityLoss
+from facegan_plugins.losses.terms import AdvImgLoss, AdvZLoss, L1Loss, QLoss, TVLoss
+
+
+@hookimpl
+def facegan_register_components(registry):
+    registry.add("loss", "l1", L1Loss)
+    registry.add("loss", "tv", TVLoss)
+    registry.add("loss", "adv-img", AdvImgLoss)
+    registry.add("loss", "adv-z", AdvZLoss)
+    registry.add("loss", "q", QLoss)
+    registry.add("loss", "identity", IdentityLoss)

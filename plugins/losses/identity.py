@@ -1,0 +1,142 @@
+"""The identity-preserving feature loss (the paper's Eq. 7), ``identity``."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from facegan_kit.train.context import StepContext
+
+#: Backbone factory parameters that may receive ``backbone_weights``, in order of preference.
+WEIGHTS_PARAMS = ("weights", "weights_path", "path", "backbone_weights")
+
+
+def identity_feature_loss(
+    fake: Sequence[Tensor], real: Sequence[Tensor], layer_weights: Sequence[float] | None = None
+) -> Tensor:
+    """``sum_l beta_l * mean |fake_l - real_l|`` over matching feature maps (Eq. 7).
+
+    Args:
+        fake: per-layer features of the generated images.
+        real: per-layer features of the real images (same shapes).
+        layer_weights: ``beta_l`` per layer (default 1 each).
+
+    Shape:
+        - Input: lists of ``(N, C_l, H_l, W_l)`` (any matching shapes); Output: scalar.
+    """
+    if len(fake) != len(real) or not fake:
+        raise ValueError(f"identity: got {len(fake)} generated and {len(real)} real feature layers")
+    weights = [1.0] * len(fake) if layer_weights is None else list(layer_weights)
+    if len(weights) != len(fake):
+        raise ValueError(f"identity: layer_weights has {len(weights)} entries but the backbone gives {len(fake)} layers")
+    total = fake[0].new_zeros(())
+    for w, f, r in zip(weights, fake, real):
+        if f.shape != r.shape:
+            raise ValueError(f"identity: feature shapes differ: {tuple(f.shape)} vs {tuple(r.shape)}")
+        total = total + float(w) * (f - r.to(f.dtype)).abs().mean()
+    return total
+
+
+class IdentityLoss(nn.Module):
+    """``identity``: multi-layer L1 between a frozen face network's features of ``x_hat`` and ``x``.
+
+    The backbone (registry kind ``"backbone"``) is built on first use, frozen and put in eval
+    mode; it is deliberately not a registered submodule, so it is neither in ``parameters()`` nor
+    in ``state_dict()``, and it is moved to the input's device when used. The real side is
+    computed under ``torch.no_grad()``.
+
+    Args:
+        backbone: registered backbone name (``dlib-resnet``, ``vggface``, ...).
+        backbone_weights: path of the backbone's weights, passed to the backbone factory's
+            ``weights``-like parameter; ``None`` uses the backbone's default.
+        layer_weights: ``beta_l`` per feature layer (default 1 each).
+        registry: the component registry (injected by the recipe builder; default: the
+            environment's registry).
+        input_size: if set, both images are bilinearly resized to ``input_size`` squared before
+            the backbone (otherwise the backbone handles its own input size).
+
+    Shape:
+        - ``forward(x_hat, x)``: two ``(N, 3, S, S)`` images in ``[-1, 1]`` -> scalar.
+    """
+
+    needs: tuple[str, ...] = ()
+    requires_encoder: bool = True
+
+    def __init__(
+        self,
+        backbone: str = "dlib-resnet",
+        backbone_weights: str | None = None,
+        layer_weights: Sequence[float] | None = None,
+        registry: Any = None,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if input_size is not None and input_size < 1:
+            raise ValueError(f"identity: input_size must be >= 1, got {input_size}")
+        self.backbone_name = backbone
+        self.backbone_weights = backbone_weights
+        self.layer_weights = None if layer_weights is None else [float(w) for w in layer_weights]
+        self.input_size = input_size
+        self._registry = registry
+        self.__dict__["_backbone"] = None  # kept out of nn.Module's registries on purpose
+
+    # -- backbone -----------------------------------------------------------------------------
+    @property
+    def backbone(self) -> nn.Module:
+        """The frozen backbone, built from the registry on first access."""
+        if self._backbone is None:
+            self.__dict__["_backbone"] = self._build_backbone()
+        return self._backbone
+
+    def _build_backbone(self) -> nn.Module:
+        registry = self._registry
+        if registry is None:
+            from facegan_kit.pm import default_registry
+
+            registry = default_registry()
+        factory = registry.get("backbone", self.backbone_name)
+        kwargs: dict[str, Any] = {}
+        if self.backbone_weights is not None:
+            params = inspect.signature(factory).parameters
+            name = next((p for p in WEIGHTS_PARAMS if p in params), None)
+            if name is None:
+                raise ValueError(
+                    f"identity: backbone '{self.backbone_name}' takes no weights parameter "
+                    f"(looked for {', '.join(WEIGHTS_PARAMS)}); remove backbone_weights"
+                )
+            kwargs[name] = self.backbone_weights
+        net = factory(**kwargs)
+        if isinstance(net, nn.Module):
+            net.requires_grad_(False).eval()
+        return net
+
+    def _features(self, x: Tensor) -> list[Tensor]:
+        net = self.backbone
+        if isinstance(net, nn.Module):
+            net.to(x.device)
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return list(net.features(x))
+
+    # -- loss ---------------------------------------------------------------------------------
+    def real_features(self, x: Tensor, key: Any = None) -> list[Tensor]:
+        """Backbone features of real images, without gradient.
+
+        ``key`` identifies the images for a future cache. TODO: cache per (image id, flip) so a
+        trainer computes the real side once per epoch instead of once per step; for now this
+        always computes.
+        """
+        with torch.no_grad():
+            return [f.detach() for f in self._features(x)]
+
+    def forward(self, x_hat: Tensor, x: Tensor, real_features: Sequence[Tensor] | None = None) -> Tensor:
+        if x_hat.shape != x.shape:
+            raise ValueError(f"identity: shapes differ: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
+        real = self.real_features(x) if real_features is None else list(real_features)
+        return identity_feature_loss(self._features(x_hat), real, self.layer_weights)
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        return self(ctx.x_hat, ctx.x)

@@ -1,0 +1,138 @@
+"""Loss terms of ExprGAN's Eq. 10 (and CAAE's): pixel L1, total variation, the two adversarial
+terms and the Q term. Each is a pure function where that makes sense plus a thin module with
+``g_loss(ctx)`` (and ``d_loss(ctx)`` for terms that train a discriminator side).
+
+Every module declares ``needs``: the model slots of :class:`~facegan_kit.train.context.StepContext`
+it reads, and ``requires_encoder``: whether it only makes sense when ``ctx.g_from_encoder``.
+"""
+from __future__ import annotations
+
+import kornia
+from torch import Tensor, nn
+
+from facegan_kit.train.context import StepContext, bce_logits
+
+
+# -- pure functions ---------------------------------------------------------------------------
+def l1_loss(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean absolute difference (Eq. 6).
+
+    Shape:
+        - Input: ``x_hat``, ``x`` of the same shape; Output: scalar.
+    """
+    if x_hat.shape != x.shape:
+        raise ValueError(f"l1: shapes differ: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
+    return (x_hat - x).abs().mean()
+
+
+def tv_loss(img: Tensor) -> Tensor:
+    """Anisotropic total variation per pixel, averaged over the batch.
+
+    Normalisation: for each image, :func:`kornia.losses.total_variation` (``reduction="sum"``)
+    sums the absolute vertical and horizontal neighbour differences; these are summed over the
+    channels and divided by the number of pixels ``H * W``; the result is averaged over ``N``.
+    So it does not depend on image size or batch size, and a constant image gives 0.
+
+    Shape:
+        - Input: ``(N, C, H, W)``; Output: scalar.
+
+    Example:
+        >>> tv_loss(torch.ones(2, 3, 8, 8))
+        tensor(0.)
+    """
+    if img.dim() != 4:
+        raise ValueError(f"tv expects (N, C, H, W), got {tuple(img.shape)}")
+    per_image = kornia.losses.total_variation(img, reduction="sum").sum(dim=1)
+    return (per_image / (img.shape[-2] * img.shape[-1])).mean()
+
+
+# -- modules ----------------------------------------------------------------------------------
+class L1Loss(nn.Module):
+    """``l1``: pixel reconstruction ``mean |x_hat - x|`` (Eq. 6)."""
+
+    needs: tuple[str, ...] = ()
+    requires_encoder: bool = True
+
+    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return l1_loss(x_hat, x)
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        return l1_loss(ctx.x_hat, ctx.x)
+
+
+class TVLoss(nn.Module):
+    """``tv``: total variation of ``x_hat`` (see :func:`tv_loss` for the normalisation)."""
+
+    needs: tuple[str, ...] = ()
+    requires_encoder: bool = False
+
+    def forward(self, img: Tensor) -> Tensor:
+        return tv_loss(img)
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        return tv_loss(ctx.x_hat)
+
+
+class AdvImgLoss(nn.Module):
+    """``adv-img``: conditional image GAN loss (Eq. 9) with sigmoid cross-entropy.
+
+    - G side: ``bce(D_img(x_hat, y), 1)``.
+    - D side: ``bce(D_img(x, y), 1) + bce(D_img(x_hat.detach(), y), 0)``.
+    """
+
+    needs: tuple[str, ...] = ("d_img",)
+    requires_encoder: bool = False
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        return bce_logits(ctx.d_img_fake(detach=False)[0], 1.0)
+
+    def d_loss(self, ctx: StepContext) -> Tensor:
+        return bce_logits(ctx.d_img_real()[0], 1.0) + bce_logits(ctx.d_img_fake(detach=True)[0], 0.0)
+
+
+class AdvZLoss(nn.Module):
+    """``adv-z``: adversarial prior matching on the identity code (Eq. 8).
+
+    - G side (encoder): ``bce(D_z(g), 1)``.
+    - D side: ``bce(D_z(z_prior), 1) + bce(D_z(g.detach()), 0)``.
+    """
+
+    needs: tuple[str, ...] = ("d_z",)
+    requires_encoder: bool = True
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        logit = ctx.memo("d_z_fake/False", lambda: ctx.models["d_z"](ctx.g))[0]
+        return bce_logits(logit, 1.0)
+
+    def d_loss(self, ctx: StepContext) -> Tensor:
+        d_z = ctx.models["d_z"]
+        real = ctx.memo("d_z_real", lambda: d_z(ctx.z_prior))[0]
+        fake = ctx.memo("d_z_fake/True", lambda: d_z(ctx.g.detach()))[0]
+        return bce_logits(real, 1.0) + bce_logits(fake, 0.0)
+
+
+class QLoss(nn.Module):
+    """``q``: the code regulariser (Eq. 5), on generated images only.
+
+    Q reads D_img's features of ``(x_hat, y)`` and is scored by ``models["q"].loss`` against
+    ``controller.target(c, y)`` (``c`` itself when no controller slot is filled). As in the
+    official code the term is added to both sides: the G side sees ``x_hat`` with its graph, the
+    D side sees ``x_hat.detach()`` (training the D_img trunk and Q).
+    """
+
+    needs: tuple[str, ...] = ("d_img", "q")
+    requires_encoder: bool = False
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        return self._loss(ctx, detach=False)
+
+    def d_loss(self, ctx: StepContext) -> Tensor:
+        return self._loss(ctx, detach=True)
+
+    @staticmethod
+    def _loss(ctx: StepContext, detach: bool) -> Tensor:
+        q = ctx.models["q"]
+        features = ctx.d_img_fake(detach=detach)[1]
+        controller = ctx.models.get("controller")
+        target = controller.target(ctx.c, ctx.y) if controller is not None else ctx.c
+        return q.loss(q(features), target.detach())
