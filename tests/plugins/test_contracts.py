@@ -83,7 +83,7 @@ def _run(kind: str, model, gen: torch.Generator) -> tuple[list[torch.Tensor], tu
         if hasattr(model, "image_size"):  # image discriminator
             assert isinstance(model, interfaces.ImageDiscriminator)
             x = torch.rand(N, 3, model.image_size, model.image_size, generator=gen) * 2 - 1
-            y = _labels(getattr(model, "num_classes", K)) if hasattr(model, "num_classes") else None
+            y = _labels(model.num_classes) if hasattr(model, "num_classes") else None
             inputs = (x, y)
         else:  # code discriminator
             assert isinstance(model, interfaces.CodeDiscriminator)
