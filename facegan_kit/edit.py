@@ -1,0 +1,161 @@
+"""Applying a trained model: encode faces, build expression codes, decode.
+
+    from facegan_kit.edit import Editor
+    ed = Editor.from_checkpoint("runs/quick/final.safetensors")
+    g = ed.encode(x)                          # x: (N,3,S,S) in [-1,1]
+    happy = ed.edit(x, "happy", intensity=0.6) # continuous intensity in [0,1]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from facegan_kit import EXPRESSIONS, NEUTRAL
+from facegan_kit.checkpoint import load_checkpoint
+from facegan_kit.errors import CheckpointError, InputError
+from facegan_kit.pm import default_registry
+from facegan_kit.recipe import build_model, validate
+from facegan_kit.recipe.schema import Recipe
+from facegan_kit.train.state import load_model_weights
+
+
+def expression_index(name: str) -> int | None:
+    """``"happy"`` -> 3; ``"neutral"`` -> None; anything else is an :class:`InputError`."""
+    key = name.strip().lower()
+    if key == NEUTRAL:
+        return None
+    if key in EXPRESSIONS:
+        return EXPRESSIONS.index(key)
+    raise InputError(f"unknown expression '{name}' (expected one of: {', '.join(EXPRESSIONS + (NEUTRAL,))})")
+
+
+@dataclass
+class Editor:
+    """A trained model in eval mode, with the edit-time operations of the paper."""
+
+    models: nn.ModuleDict
+    recipe: Recipe
+    device: torch.device
+    meta: dict
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "Editor":
+        tensors, meta = load_checkpoint(path)
+        if "recipe" not in meta:
+            raise CheckpointError(f"{path}: checkpoint has no recipe")
+        recipe = validate(meta["recipe"], default_registry())
+        models = build_model(recipe, default_registry())
+        load_model_weights(models, tensors, str(path))
+        dev = torch.device(device)
+        models.to(dev).eval()
+        for p in models.parameters():
+            p.requires_grad_(False)
+        return cls(models=models, recipe=recipe, device=dev, meta=meta)
+
+    # -- sizes -----------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return int(self.models["decoder"].image_size)
+
+    @property
+    def controller(self) -> nn.Module:
+        return self.models["controller"]
+
+    @property
+    def has_encoder(self) -> bool:
+        return "encoder" in self.models
+
+    # -- codes -----------------------------------------------------------------------------
+    def code(self, expression: str, intensity: float | None = None, level: int | None = None) -> Tensor:
+        """The expression code ``(C,)`` for an expression name and either a continuous
+        ``intensity`` in [0,1] (default 1) or a discrete paper ``level`` 1..levels."""
+        k = expression_index(expression)
+        ctrl = self.controller
+        if intensity is not None and level is not None:
+            raise InputError("give either an intensity or a level, not both")
+        if k is None:
+            return ctrl.neutral_code().to(self.device)
+        if level is not None:
+            if not 1 <= int(level) <= ctrl.levels:
+                raise InputError(f"level {level} out of range (1..{ctrl.levels})")
+            return ctrl.level_code(k, int(level)).to(self.device)
+        t = 1.0 if intensity is None else float(intensity)
+        if not 0.0 <= t <= 1.0 or t != t:
+            raise InputError(f"intensity {intensity} out of range [0, 1]")
+        return ctrl.intensity_code(k, t).to(self.device)
+
+    # -- networks --------------------------------------------------------------------------
+    def _check_images(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InputError(f"images must be (N,3,H,W), got {tuple(x.shape)}")
+        x = x.to(self.device, torch.float32)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                          antialias=True, align_corners=False)
+        return x
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Identity codes ``(N,Z)`` of faces ``(N,3,S,S)`` in [-1,1] (resized to the model's size)."""
+        if not self.has_encoder:
+            raise CheckpointError("this checkpoint has no encoder (a stage-1-only model?)")
+        return self.models["encoder"](self._check_images(x))
+
+    @torch.no_grad()
+    def decode(self, g: Tensor, c: Tensor) -> Tensor:
+        if c.dim() == 1:
+            c = c.expand(g.shape[0], -1)
+        return self.models["decoder"](g.to(self.device), c.to(self.device))
+
+    @torch.no_grad()
+    def edit(self, x: Tensor, expression: str, intensity: float | None = None, level: int | None = None) -> Tensor:
+        """Faces ``x`` re-rendered with ``expression`` (identity from the encoder)."""
+        return self.decode(self.encode(x), self.code(expression, intensity, level))
+
+    @torch.no_grad()
+    def grid(self, x: Tensor) -> Tensor:
+        """The paper's Fig. 3 for one face: ``(levels, 7, 3, S, S)`` — rows are the intensity
+        levels 1..levels, columns the six expressions and neutral."""
+        g = self.encode(x[:1])
+        ctrl = self.controller
+        rows = []
+        for level in range(1, ctrl.levels + 1):
+            codes = [ctrl.level_code(k, level) for k in range(ctrl.num_classes)] + [ctrl.neutral_code()]
+            rows.append(self.decode(g.expand(len(codes), -1), torch.stack(codes).to(self.device)))
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def generate(self, n: int, expression: str | None = None, intensity: float | None = None,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """New identities from the prior U(-1,1)^Z; the label of each is random unless given.
+        Returns (images, labels)."""
+        dec, ctrl = self.models["decoder"], self.controller
+        g = torch.rand(n, dec.z_dim, generator=generator) * 2 - 1
+        if expression is None:
+            labels = torch.randint(0, ctrl.num_classes, (n,), generator=generator)
+        else:
+            k = expression_index(expression)
+            if k is None:
+                return self.decode(g, ctrl.neutral_code()), torch.full((n,), -1)
+            labels = torch.full((n,), k)
+        if intensity is None:
+            y = nn.functional.one_hot(labels, ctrl.num_classes).float()
+            c = ctrl(y, generator=generator)
+        else:
+            c = torch.stack([ctrl.intensity_code(int(k), intensity) for k in labels])
+        return self.decode(g, c), labels
+
+    @torch.no_grad()
+    def code_from_image(self, x: Tensor, label: int | Tensor) -> Tensor:
+        """Q's estimate of the expression code of faces ``x`` with expression ``label``
+        (the paper's expression transfer)."""
+        x = self._check_images(x)
+        labels = torch.as_tensor(label).reshape(-1).expand(x.shape[0]).to(self.device)
+        y = nn.functional.one_hot(labels.long(), self.controller.num_classes).float()
+        if "d_img" not in self.models or "q" not in self.models:
+            raise CheckpointError("this checkpoint has no D_img/Q, which expression transfer needs")
+        _, feats = self.models["d_img"](x, y)
+        return self.models["q"](feats)

@@ -1,0 +1,73 @@
+"""Reading a recipe file and applying ``--set a.b=value`` overrides (no config inheritance)."""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from facegan_kit.errors import RecipeError
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a TOML recipe and apply ``a.b=value`` overrides. Returns the raw (unvalidated) dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+    return apply_overrides(raw, [parse_override(o) for o in overrides])
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.controller.type=fctrl"`` -> (["model","controller","type"], "fctrl").
+
+    The value is read as a TOML value when it parses as one (``3``, ``2e-4``, ``true``,
+    ``[1, 2]``, ``"x"``), otherwise taken as a bare string.
+    """
+    key, sep, value = text.partition("=")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not sep or not all(parts):
+        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. train.seed=1")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for parts, value in overrides:
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):  # stages.1.epochs
+                node = _list_item(node, part, parts[: i + 1])
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise RecipeError(f"--set {'.'.join(parts)}: '{'.'.join(parts[:i + 1])}' is not a table")
+        if isinstance(node, list):
+            idx = _index(parts[-1], parts)
+            node[idx] = value
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _index(part: str, parts: list[str]) -> int:
+    try:
+        return int(part)
+    except ValueError:
+        raise RecipeError(f"--set {'.'.join(parts)}: '{part}' must be a list index") from None
+
+
+def _list_item(node: list, part: str, parts: list[str]) -> Any:
+    idx = _index(part, parts)
+    if not -len(node) <= idx < len(node):
+        raise RecipeError(f"--set {'.'.join(parts)}: index {idx} out of range (0..{len(node) - 1})")
+    return node[idx]

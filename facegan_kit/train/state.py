@@ -1,0 +1,94 @@
+"""Everything that a checkpoint must hold to continue a run exactly."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facegan_kit import __version__
+from facegan_kit.checkpoint import load_optimizer, optimizer_tensors, save_checkpoint
+from facegan_kit.errors import CheckpointError
+from facegan_kit.train.phases import StagePlan
+
+
+@dataclass
+class TrainState:
+    """Models, the current stage's optimisers, counters and the noise generator."""
+
+    models: nn.ModuleDict
+    generator: torch.Generator
+    stage: int = 0
+    step_in_stage: int = 0
+    global_step: int = 0
+    opt_g: torch.optim.Optimizer | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+    def make_optimizers(self, plan: StagePlan, fused: bool = False) -> None:
+        """Fresh Adam optimisers for a stage (as the official code starts each stage)."""
+        spec = plan.spec
+        kw: dict[str, Any] = {"betas": tuple(spec.betas)}
+        if fused:
+            kw["fused"] = True
+        g_params = [p for s in plan.g_slots for p in self.models[s].parameters() if p.requires_grad]
+        d_params = [p for s in plan.d_slots for p in self.models[s].parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(g_params, lr=spec.lr, **kw) if g_params else None
+        self.opt_d = torch.optim.Adam(d_params, lr=spec.d_lr or spec.lr, **kw) if d_params else None
+
+    def save(self, path: Path, recipe_raw: dict, **meta: Any) -> Path:
+        tensors: dict[str, torch.Tensor] = {}
+        for slot, module in self.models.items():
+            for key, value in module.state_dict().items():
+                tensors[f"model/{slot}/{key}"] = value
+        optim_meta = {}
+        for name, opt in (("g", self.opt_g), ("d", self.opt_d)):
+            if opt is not None:
+                t, m = optimizer_tensors(f"optim/{name}", opt)
+                tensors.update(t)
+                optim_meta[name] = m
+        tensors["rng/generator"] = self.generator.get_state()
+        tensors["rng/torch_cpu"] = torch.get_rng_state()
+        info = {
+            "recipe": recipe_raw,
+            "stage": self.stage,
+            "step_in_stage": self.step_in_stage,
+            "global_step": self.global_step,
+            "optim": optim_meta,
+            "slots": list(self.models.keys()),
+            "versions": {"facegan_kit": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            **self.extra_meta,
+            **meta,
+        }
+        return save_checkpoint(path, tensors, info)
+
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        load_model_weights(self.models, tensors, source)
+
+    def load_optimizers(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        for name, opt in (("g", self.opt_g), ("d", self.opt_d)):
+            m = meta.get("optim", {}).get(name)
+            if opt is not None and m is not None:
+                load_optimizer(f"optim/{name}", opt, tensors, m)
+        if "rng/generator" in tensors:
+            self.generator.set_state(tensors["rng/generator"])
+        if "rng/torch_cpu" in tensors:
+            torch.set_rng_state(tensors["rng/torch_cpu"])
+
+
+def load_model_weights(models: nn.ModuleDict, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``model/<slot>/<key>`` tensors strictly; a mismatch names the checkpoint and slot."""
+    for slot, module in models.items():
+        prefix = f"model/{slot}/"
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not sd:
+            raise CheckpointError(f"{source}: has no weights for model.{slot} (a checkpoint of another recipe?)")
+        try:
+            module.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise CheckpointError(f"{source}: weights for model.{slot} do not fit this recipe ({first})") from None

@@ -1,0 +1,49 @@
+"""Built-in dataset components: the embedded synthetic faces and prepared (aligned) folders."""
+from __future__ import annotations
+
+from facegan_kit import hookimpl
+from facegan_kit.data.base import FaceData, FaceSplit
+
+
+def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
+              test_subjects: int = 0) -> FaceData:
+    """The project's procedural faces (``facegan data synthetic`` writes the same ones to disk).
+
+    Defaults mirror the paper's Oulu-CASIA protocol: 80 subjects x 6 expressions x 3 frames near
+    peak intensity, no neutral, split by subject (``test_subjects = 0`` means 10%).
+    """
+    from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
+
+    ds = make_dataset(SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed,
+                                      test_subjects=test_subjects or None))
+
+    def part(mask):
+        sub = ds.subset(mask)
+        return FaceSplit(sub.images, sub.expression, sub.subject,
+                         {"intensity": sub.intensity, "attrs": sub.attrs})
+
+    return FaceData(train=part(ds.train), test=part(~ds.train), num_classes=6, name="synthetic")
+
+
+def prepared(root: str, size: int = 0) -> FaceData:
+    """Faces written by ``facegan data prepare`` (aligned crops + index.csv), read from the
+    cached uint8 store. ``size`` resizes on load when it differs from the prepared size."""
+    from facegan_kit.data.store import PreparedFaces
+
+    def part(split: str) -> FaceSplit:
+        faces = PreparedFaces(root, split=split)
+        images = faces.images
+        if size and images.shape[-1] != size:
+            import torch.nn.functional as F
+
+            images = F.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                   antialias=True, align_corners=False).round().clamp(0, 255).byte()
+        return FaceSplit(images, faces.expression, faces.subject)
+
+    return FaceData(train=part("train"), test=part("test"), num_classes=6, name=f"prepared:{root}")
+
+
+@hookimpl
+def facegan_register_components(registry):
+    registry.add("dataset", "synthetic", synthetic)
+    registry.add("dataset", "prepared", prepared)
