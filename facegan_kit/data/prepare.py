@@ -1,0 +1,314 @@
+"""Turn a real-face dataset into aligned crops, an index and a skip report.
+
+``prepare(src, out, layout)`` parses the layout (:mod:`facegan_kit.data.layouts`),
+detects and aligns every selected file with one shared MTCNN
+(:class:`~facegan_kit.data.align.FaceAligner`), and writes into ``out``:
+
+* ``images/<subject>/<mangled source path>.png`` - aligned ``size`` x ``size`` crops,
+  written atomically;
+* ``index.csv`` - columns :data:`INDEX_COLUMNS`; ``landmarks`` holds 10
+  space-separated floats (x0 y0 ... x4 y4, crop pixel coordinates; empty with
+  ``align=False``); ``split`` is ``train`` or ``test``, subject-disjoint;
+* ``report.json`` and ``report.txt`` - counts plus every skipped file with its
+  reason code and message.
+
+One bad file never stops the run; files are processed in a stable order.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+from facegan_kit.errors import InputError
+from facegan_kit.data.io import ImageReadError, read_image, write_png_atomic
+from facegan_kit.data.layouts import label_name, parse_layout
+
+__all__ = ["INDEX_COLUMNS", "SkippedFile", "PrepareReport", "prepare", "subject_split",
+           "prepare_cli_summary", "read_index"]
+
+INDEX_COLUMNS = ("path", "subject", "expression", "expression_name", "source", "landmarks",
+                 "score", "split")
+
+
+@dataclass
+class SkippedFile:
+    """A file (or sequence) that produced no crop.
+
+    Attributes:
+        path: The input path.
+        reason: Short code (``no_face``, ``several_faces``, ``truncated``, ``empty``,
+            ``not_an_image``, ``too_large``, ``unreadable``, ``missing``, ``layout``,
+            ``error``).
+        detail: Human-readable one-line explanation.
+    """
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class PrepareReport:
+    """Summary of a :func:`prepare` run (also written as report.json/report.txt).
+
+    Attributes:
+        src, out, layout, size, frames, seed, test_ratio, align: The run's settings.
+        n_candidates: Files selected by the layout (before detection).
+        n_written: Crops written to ``index.csv``.
+        skipped: Every skipped input with its reason.
+        n_train, n_test: Rows per split.
+        train_subjects, test_subjects: Subject names per split.
+        per_expression: Written rows per expression name.
+        seconds: Wall time.
+    """
+
+    src: str
+    out: str
+    layout: str
+    size: int
+    frames: str
+    seed: int
+    test_ratio: float
+    align: bool
+    n_candidates: int = 0
+    n_written: int = 0
+    skipped: List[SkippedFile] = field(default_factory=list)
+    n_train: int = 0
+    n_test: int = 0
+    train_subjects: List[str] = field(default_factory=list)
+    test_subjects: List[str] = field(default_factory=list)
+    per_expression: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def skipped_by_reason(self) -> Dict[str, int]:
+        """Number of skipped inputs per reason code."""
+        return dict(sorted(Counter(s.reason for s in self.skipped).items()))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["skipped_by_reason"] = self.skipped_by_reason
+        return d
+
+
+def subject_split(subjects, test_ratio: float, seed: int) -> set:
+    """Pick test subjects: a seeded shuffle of the sorted unique names.
+
+    Args:
+        subjects: Iterable of subject names.
+        test_ratio: Fraction of *subjects* in the test split (rounded, at least one
+            when ratio > 0 and there are two or more subjects; never all of them).
+        seed: Shuffle seed.
+
+    Returns:
+        The set of test subject names.
+    """
+    names = sorted(set(subjects))
+    if test_ratio <= 0 or len(names) < 2:
+        return set()
+    n_test = min(len(names) - 1, max(1, int(round(test_ratio * len(names)))))
+    random.Random(seed).shuffle(names)
+    return set(names[:n_test])
+
+
+def _mangle(rel: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__").replace("\\", "__"))
+    return (os.path.splitext(stem)[0] or "image")[:180] + ".png"
+
+
+def _center_resize(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    pil = Image.fromarray(img[y0:y0 + side, x0:x0 + side])
+    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _report_text(rep: PrepareReport) -> str:
+    lines = [prepare_cli_summary(rep), "", f"skipped files ({len(rep.skipped)}):"]
+    lines += [f"  {s.path}\t{s.reason}\t{s.detail}" for s in rep.skipped] or ["  (none)"]
+    return "\n".join(lines) + "\n"
+
+
+def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
+            test_ratio: float = 0.1, seed: int = 0, align: bool = True,
+            policy: str = "single", include_neutral: bool = False, device: str = "cpu",
+            max_pixels: int = 40_000_000, aligner=None,
+            progress: Optional[Callable[[int, int], None]] = None) -> PrepareReport:
+    """Detect, align and index a dataset.
+
+    Args:
+        src: Dataset root (or CSV file for ``layout="csv"``).
+        out: Output folder (created). ``index.csv`` there is replaced atomically.
+        layout: See :data:`facegan_kit.data.layouts.LAYOUTS`.
+        size: Crop side in pixels.
+        frames: ``"last3"`` (paper), ``"peak"`` or ``"all"``.
+        test_ratio: Fraction of subjects held out for the test split.
+        seed: Split seed.
+        align: If False, skip detection and centre-crop + resize instead.
+        policy: ``"single"`` skips photos with several faces; ``"largest"`` keeps the
+            biggest one.
+        include_neutral: Keep neutral (label 6) records.
+        device: Torch device for MTCNN.
+        max_pixels: Decompression-bomb cap passed to :func:`read_image`.
+        aligner: An existing :class:`FaceAligner` of the same size to reuse.
+        progress: Optional ``callback(done, total)``.
+
+    Returns:
+        The :class:`PrepareReport` (also written to ``report.json``/``report.txt``).
+
+    Raises:
+        InputError: Bad layout / source / arguments (never for a single bad file).
+    """
+    t0 = time.perf_counter()
+    if not 0.0 <= float(test_ratio) < 1.0:
+        raise InputError(f"test_ratio must be in [0, 1), got {test_ratio}")
+    if int(size) < 16:
+        raise InputError(f"size must be at least 16, got {size}")
+    src, out = Path(src), Path(out)
+    parsed = parse_layout(src, layout, frames=frames, include_neutral=include_neutral)
+    out.mkdir(parents=True, exist_ok=True)
+    root = src if src.is_dir() else src.parent
+    rep = PrepareReport(str(src), str(out), layout, int(size), frames, int(seed),
+                        float(test_ratio), bool(align), n_candidates=len(parsed.records))
+    rep.skipped = [SkippedFile(p, "layout", why) for p, why in parsed.skipped]
+    if align and aligner is None:
+        from facegan_kit.data.align import FaceAligner
+        aligner = FaceAligner(size=size, device=device)
+    if align and aligner.size != int(size):
+        raise InputError(f"aligner size {aligner.size} does not match size={size}")
+
+    rows, used_names = [], set()
+    records = parsed.records  # already sorted by (subject, expression, path, frame)
+    for i, rec in enumerate(records):
+        try:
+            rel = rec.path.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            rel = rec.path.as_posix().lstrip("/")
+        try:
+            img = read_image(rec.path, max_pixels=max_pixels)
+            if align:
+                face, det = aligner.align_face(img, policy=policy)
+                crop, lms, score = face.crop, face.landmarks_in_crop.reshape(-1), det.score
+            else:
+                crop, lms, score = _center_resize(img, int(size)), None, 1.0
+            name = _mangle(rel)
+            if rec.expression == 6 or name in used_names:  # same file as neutral / clash
+                name = name[:-4] + f"__{label_name(rec.expression)}.png"
+            used_names.add(name)
+            dest = Path("images") / _mangle(rec.subject)[:-4] / name
+            write_png_atomic(out / dest, crop)
+        except ImageReadError as exc:
+            rep.skipped.append(SkippedFile(str(rec.path), exc.reason, exc.detail))
+        except InputError as exc:  # FaceCountError and friends
+            reason = getattr(exc, "reason", "error")
+            rep.skipped.append(SkippedFile(str(rec.path), reason, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+            msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+            rep.skipped.append(SkippedFile(str(rec.path), "error", msg))
+        else:
+            rows.append({
+                "path": dest.as_posix(), "subject": rec.subject, "expression": rec.expression,
+                "expression_name": label_name(rec.expression), "source": rel,
+                "landmarks": "" if lms is None else " ".join(f"{v:.2f}" for v in lms),
+                "score": f"{score:.4f}",
+            })
+        if progress is not None:
+            progress(i + 1, len(records))
+
+    test = subject_split((r["subject"] for r in rows), test_ratio, seed)
+    for r in rows:
+        r["split"] = "test" if r["subject"] in test else "train"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(INDEX_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_text(out / "index.csv", buf.getvalue())
+
+    rep.n_written = len(rows)
+    rep.n_test = sum(r["split"] == "test" for r in rows)
+    rep.n_train = rep.n_written - rep.n_test
+    rep.test_subjects = sorted(test)
+    rep.train_subjects = sorted({r["subject"] for r in rows} - test)
+    rep.per_expression = dict(sorted(Counter(r["expression_name"] for r in rows).items()))
+    rep.skipped.sort(key=lambda s: (s.path, s.reason))
+    rep.seconds = round(time.perf_counter() - t0, 3)
+    _atomic_text(out / "report.json", json.dumps(rep.to_dict(), indent=2) + "\n")
+    _atomic_text(out / "report.txt", _report_text(rep))
+    return rep
+
+
+def read_index(prepared_dir) -> List[dict]:
+    """Read ``index.csv`` of a prepared folder as a list of row dicts.
+
+    Raises:
+        InputError: Missing or malformed index (message names the file).
+    """
+    path = Path(prepared_dir) / "index.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(INDEX_COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise InputError(f"{path}: missing columns {', '.join(sorted(missing))}")
+            return list(reader)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found (run prepare first)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: unreadable index ({exc})") from None
+
+
+def prepare_cli_summary(report: PrepareReport) -> str:
+    """A short multi-line summary for the CLI.
+
+    Args:
+        report: The :class:`PrepareReport` returned by :func:`prepare`.
+
+    Returns:
+        Text such as ``"prepared 1296/1310 faces (128x128, oulu-casia) -> out"`` followed
+        by the split, per-expression counts and skip reasons.
+    """
+    r = report
+    lines = [
+        f"prepared {r.n_written}/{r.n_candidates} faces ({r.size}x{r.size}, {r.layout}, "
+        f"frames={r.frames}) -> {r.out}",
+        f"split: {r.n_train} train / {r.n_test} test images, "
+        f"{len(r.train_subjects)} / {len(r.test_subjects)} subjects (seed {r.seed})",
+    ]
+    if r.per_expression:
+        lines.append("expressions: " + ", ".join(f"{k} {v}" for k, v in r.per_expression.items()))
+    if r.skipped:
+        reasons = ", ".join(f"{k} {v}" for k, v in r.skipped_by_reason.items())
+        lines.append(f"skipped {len(r.skipped)}: {reasons} (see {Path(r.out) / 'report.txt'})")
+    else:
+        lines.append("skipped 0")
+    lines.append(f"time: {r.seconds:.1f} s")
+    return "\n".join(lines)
