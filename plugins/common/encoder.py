@@ -54,8 +54,7 @@ class ConvEncoder(nn.Module):
         init_normal_(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            raise ValueError(
-                f"conv-encoder expects (N, 3, {self.image_size}, {self.image_size}), got {tuple(x.shape)}"
-            )
+        s = self.image_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, s, s):
+            raise ValueError(f"conv-encoder expects (N, 3, {s}, {s}), got {tuple(x.shape)}")
         return torch.tanh(self.fc(self.convs(x).flatten(1)))

@@ -38,15 +38,20 @@ class FCtrl(nn.Module):
         tensor([-1., -1., -1.,  1.])
     """
 
-    def __init__(self, num_classes: int = 6, code_dim_per_class: int = 5, levels: int | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 6, code_dim_per_class: int = 5, levels: int | None = None
+    ) -> None:
         super().__init__()
         if num_classes < 1 or code_dim_per_class < 1:
             raise ValueError(
-                f"fctrl: num_classes and code_dim_per_class must be >= 1, got {num_classes}, {code_dim_per_class}"
+                "fctrl: num_classes and code_dim_per_class must be >= 1, "
+                f"got {num_classes}, {code_dim_per_class}"
             )
         levels = code_dim_per_class if levels is None else levels
         if not 1 <= levels <= code_dim_per_class:
-            raise ValueError(f"fctrl: levels must be in 1..{code_dim_per_class} (code_dim_per_class), got {levels}")
+            raise ValueError(
+                f"fctrl: levels must be in 1..{code_dim_per_class} (code_dim_per_class), got {levels}"
+            )
         self.num_classes = num_classes
         self.code_dim_per_class = code_dim_per_class
         self.code_dim = num_classes * code_dim_per_class
@@ -98,7 +103,9 @@ class FCtrl(nn.Module):
     # -- helpers ------------------------------------------------------------------------------
     def _check_class(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_classes:
-            raise ValueError(f"fctrl: class index k must be an integer in 0..{self.num_classes - 1}, got {k!r}")
+            raise ValueError(
+                f"fctrl: class index k must be an integer in 0..{self.num_classes - 1}, got {k!r}"
+            )
 
     def _one_hot(self, y: Tensor) -> Tensor:
         if y.dim() == 1:
@@ -108,5 +115,7 @@ class FCtrl(nn.Module):
                 raise ValueError(f"fctrl: labels must be in 0..{self.num_classes - 1}")
             return F.one_hot(y, self.num_classes).float()
         if y.dim() != 2 or y.shape[1] != self.num_classes:
-            raise ValueError(f"fctrl expects one-hot labels (N, {self.num_classes}), got {tuple(y.shape)}")
+            raise ValueError(
+                f"fctrl expects one-hot labels (N, {self.num_classes}), got {tuple(y.shape)}"
+            )
         return y if y.dtype.is_floating_point else y.float()

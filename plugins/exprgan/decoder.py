@@ -7,7 +7,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from facegan_plugins.common.blocks import as_int_list, check_divisible, concat_maps, conv, init_normal_, tile_vector
+from facegan_plugins.common.blocks import (
+    as_int_list,
+    check_divisible,
+    concat_maps,
+    conv,
+    init_normal_,
+    tile_vector,
+)
 
 
 class ExprDecoder(nn.Module):
@@ -76,7 +83,9 @@ class ExprDecoder(nn.Module):
         if g.dim() != 2 or g.shape[1] != self.z_dim:
             raise ValueError(f"exprgan-decoder expects g (N, {self.z_dim}), got {tuple(g.shape)}")
         if c.dim() != 2 or c.shape != (g.shape[0], self.code_dim):
-            raise ValueError(f"exprgan-decoder expects c ({g.shape[0]}, {self.code_dim}), got {tuple(c.shape)}")
+            raise ValueError(
+                f"exprgan-decoder expects c ({g.shape[0]}, {self.code_dim}), got {tuple(c.shape)}"
+            )
         c = c.to(g.dtype)
         h = self.fc(torch.cat([g, tile_vector(c, self.tile)], dim=1))
         h = F.relu(h.view(-1, self.fc_channels, self.start, self.start))

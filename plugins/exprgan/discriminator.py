@@ -7,7 +7,14 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from facegan_plugins.common.blocks import as_int_list, check_divisible, concat_maps, conv, init_normal_, mlp_block
+from facegan_plugins.common.blocks import (
+    as_int_list,
+    check_divisible,
+    concat_maps,
+    conv,
+    init_normal_,
+    mlp_block,
+)
 
 LIKELIHOODS = ("mse", "gaussian")
 
@@ -45,7 +52,8 @@ class ExprDImg(nn.Module):
         self.blocks = nn.ModuleList()
         in_ch = 3
         for out_ch in chans:
-            self.blocks.append(nn.Sequential(conv(in_ch + num_classes, out_ch, 5, 2), nn.BatchNorm2d(out_ch), nn.ReLU()))
+            block = nn.Sequential(conv(in_ch + num_classes, out_ch, 5, 2), nn.BatchNorm2d(out_ch), nn.ReLU())
+            self.blocks.append(block)
             in_ch = out_ch
         self.fc = mlp_block((in_ch + num_classes) * side * side, fc_dim, nn.LeakyReLU(0.2))
         self.head = nn.Linear(fc_dim + num_classes, 1)
@@ -57,7 +65,9 @@ class ExprDImg(nn.Module):
             raise ValueError(f"exprgan-dimg expects x (N, 3, {s}, {s}), got {tuple(x.shape)}")
         if y is None or y.shape != (x.shape[0], self.num_classes):
             got = None if y is None else tuple(y.shape)
-            raise ValueError(f"exprgan-dimg is conditional: expects y ({x.shape[0]}, {self.num_classes}), got {got}")
+            raise ValueError(
+                f"exprgan-dimg is conditional: expects y ({x.shape[0]}, {self.num_classes}), got {got}"
+            )
         y = y.to(x.dtype)
         h = x
         for block in self.blocks:
@@ -110,13 +120,20 @@ class ExprQ(nn.Module):
     ) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"exprgan-q: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
-        self.feature_dim, self.num_classes, self.code_dim_per_class = feature_dim, num_classes, code_dim_per_class
+            raise ValueError(
+                f"exprgan-q: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}"
+            )
+        self.feature_dim = feature_dim
+        self.num_classes, self.code_dim_per_class = num_classes, code_dim_per_class
         self.code_dim = num_classes * code_dim_per_class
         self.likelihood = likelihood
         self.shared = mlp_block(feature_dim, hidden, nn.LeakyReLU(0.2))
         self.branches = nn.ModuleList(
-            nn.Sequential(mlp_block(hidden, branch_hidden, nn.LeakyReLU(0.2)), nn.Linear(branch_hidden, code_dim_per_class), nn.Tanh())
+            nn.Sequential(
+                mlp_block(hidden, branch_hidden, nn.LeakyReLU(0.2)),
+                nn.Linear(branch_hidden, code_dim_per_class),
+                nn.Tanh(),
+            )
             for _ in range(num_classes)
         )
         if likelihood == "gaussian":
@@ -125,7 +142,9 @@ class ExprQ(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() != 2 or features.shape[1] != self.feature_dim:
-            raise ValueError(f"exprgan-q expects features (N, {self.feature_dim}), got {tuple(features.shape)}")
+            raise ValueError(
+                f"exprgan-q expects features (N, {self.feature_dim}), got {tuple(features.shape)}"
+            )
         h = self.shared(features)
         return torch.cat([branch(h) for branch in self.branches], dim=1)
 
@@ -133,7 +152,8 @@ class ExprQ(nn.Module):
         """Scalar Q loss of ``pred (N, K*d)`` against ``target (N, K*d)`` (see the class docstring)."""
         if pred.shape != target.shape or pred.dim() != 2 or pred.shape[1] != self.code_dim:
             raise ValueError(
-                f"exprgan-q loss expects pred and target (N, {self.code_dim}), got {tuple(pred.shape)} and {tuple(target.shape)}"
+                f"exprgan-q loss expects pred and target (N, {self.code_dim}), "
+                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
             )
         target = target.to(pred.dtype)
         if self.likelihood == "mse":

@@ -31,7 +31,10 @@ def identity_feature_loss(
         raise ValueError(f"identity: got {len(fake)} generated and {len(real)} real feature layers")
     weights = [1.0] * len(fake) if layer_weights is None else list(layer_weights)
     if len(weights) != len(fake):
-        raise ValueError(f"identity: layer_weights has {len(weights)} entries but the backbone gives {len(fake)} layers")
+        raise ValueError(
+            f"identity: layer_weights has {len(weights)} entries "
+            f"but the backbone gives {len(fake)} layers"
+        )
     total = fake[0].new_zeros(())
     for w, f, r in zip(weights, fake, real):
         if f.shape != r.shape:
@@ -118,7 +121,8 @@ class IdentityLoss(nn.Module):
         if isinstance(net, nn.Module):
             net.to(x.device)
         if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return list(net.features(x))
 
     # -- loss ---------------------------------------------------------------------------------
