@@ -58,8 +58,10 @@ class IdentityLoss(nn.Module):
         layer_weights: ``beta_l`` per feature layer (default 1 each).
         registry: the component registry (injected by the recipe builder; default: the
             environment's registry).
-        input_size: if set, both images are bilinearly resized to ``input_size`` squared before
-            the backbone (otherwise the backbone handles its own input size).
+        input_size: the backbone's input side. Passed to the backbone factory when it has an
+            ``input_size`` parameter (e.g. ``vggface``: 224 as in the paper, 128 to go faster);
+            otherwise both images are bilinearly resized to it before the backbone. ``None``:
+            the backbone's default.
 
     Shape:
         - ``forward(x_hat, x)``: two ``(N, 3, S, S)`` images in ``[-1, 1]`` -> scalar.
@@ -85,6 +87,7 @@ class IdentityLoss(nn.Module):
         self.input_size = input_size
         self._registry = registry
         self.__dict__["_backbone"] = None  # kept out of nn.Module's registries on purpose
+        self._resize = input_size is not None  # False once the backbone resizes by itself
 
     # -- backbone -----------------------------------------------------------------------------
     @property
@@ -111,6 +114,9 @@ class IdentityLoss(nn.Module):
                     f"(looked for {', '.join(WEIGHTS_PARAMS)}); remove backbone_weights"
                 )
             kwargs[name] = self.backbone_weights
+        if self.input_size is not None and "input_size" in inspect.signature(factory).parameters:
+            kwargs["input_size"] = self.input_size
+            self._resize = False
         net = factory(**kwargs)
         if isinstance(net, nn.Module):
             net.requires_grad_(False).eval()
@@ -120,7 +126,7 @@ class IdentityLoss(nn.Module):
         net = self.backbone
         if isinstance(net, nn.Module):
             net.to(x.device)
-        if self.input_size is not None and x.shape[-1] != self.input_size:
+        if self._resize and x.shape[-1] != self.input_size:
             size = (self.input_size, self.input_size)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return list(net.features(x))

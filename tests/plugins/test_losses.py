@@ -232,8 +232,19 @@ def test_identity_layer_weights_and_real_features() -> None:
 
 def test_identity_input_size_and_unknown_backbone() -> None:
     ctx = make_ctx()
-    loss = _identity(input_size=4)
+    loss = _identity(input_size=4)  # the fake backbone has no input_size: the loss resizes
     assert loss.real_features(ctx.x)[0].shape[-1] == 4
+
+    class SizedBackbone(FakeBackbone):
+        def __init__(self, weights=None, input_size=16):
+            super().__init__()
+            self.weights, self.input_size = weights, input_size
+
+    reg = Registry()
+    reg.add("backbone", "sized", SizedBackbone)
+    loss = IdentityLoss(backbone="sized", backbone_weights="w.safetensors", registry=reg, input_size=6)
+    assert (loss.backbone.weights, loss.backbone.input_size) == ("w.safetensors", 6)
+    assert loss.real_features(ctx.x)[0].shape[-1] == S  # passed on, not resized by the loss
     with pytest.raises(Exception, match="unknown backbone 'nope'"):
         IdentityLoss(backbone="nope", registry=Registry()).backbone
     with pytest.raises(ValueError, match="no weights parameter"):
