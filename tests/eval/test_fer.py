@@ -21,6 +21,15 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("fer") is None,
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fer_reference.npz"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # tiny CPU workloads: intra-op threading only adds contention on a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def ref():
     return dict(np.load(FIXTURE))
