@@ -208,12 +208,15 @@ class DlibResNet(nn.Module):
     input_size = 150
     embed_dim = 128
 
-    def __init__(self, model_path: str | None = None, normalize: bool = False,
-                 dtype: str | torch.dtype = torch.float32) -> None:
+    def __init__(self, weights: str | None = None, input_size: int | None = None,
+                 normalize: bool = False, dtype: str | torch.dtype = torch.float32) -> None:
         super().__init__()
-        sd, cfg = load_weights(model_path)
+        sd, cfg = load_weights(weights)
         inp = cfg["input"]
-        self.input_size = int(inp.get("nr", 150))
+        self.chip_size = int(inp.get("nr", 150))
+        self.input_size = int(input_size or self.chip_size)
+        if self.input_size < 103:  # smallest side the five levels can downsample
+            raise InputError(f"dlib-resnet: input_size must be >= 103, got {input_size}")
         self.register_buffer("mean", torch.tensor([inp["avg_red"], inp["avg_green"], inp["avg_blue"]],
                                                   dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.normalize = normalize
@@ -262,7 +265,7 @@ class DlibResNet(nn.Module):
             raise InputError(f"dlib-resnet: chips must be uint8, got {t.dtype}")
         if t.dim() == 3:
             t = t[None]
-        s = self.input_size
+        s = self.chip_size
         if t.dim() != 4 or tuple(t.shape[1:]) != (s, s, 3):
             raise InputError(f"dlib-resnet: chips must be ({s},{s},3) RGB, got {tuple(t.shape)}")
         x = (t.permute(0, 3, 1, 2).float() - self.mean) / 256.0
