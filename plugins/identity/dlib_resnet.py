@@ -199,7 +199,7 @@ class DlibResNet(nn.Module):
 
     ``features(x)`` returns the activations after each residual level (level4..level0 in dlib's
     naming: 32x35x35, 64x17x17, 128x8x8, 256x4x4, 256x2x2 at 150 px); ``embed(x)`` the native
-    128-d dlib descriptor (dlib's own scale, about unit length; set ``normalize=True`` for an
+    128-d dlib descriptor (dlib's own scale, not unit length; ``normalize=True`` gives an
     exactly L2-normalised one). Inputs are (N,3,S,S) RGB in [-1,1]; S != 150 is resized with
     antialiased bilinear interpolation. ``embed_chip_uint8`` reproduces
     ``dlib.face_recognition_model_v1.compute_face_descriptor(chip)`` on uint8 chips.
