@@ -21,7 +21,6 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 
@@ -158,7 +157,8 @@ def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def _hwc_to_batch(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    arr = img if img.flags.writeable and img.flags.c_contiguous else np.array(img)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].float()
 
 
 def _check_rgb(img: np.ndarray) -> np.ndarray:
@@ -310,10 +310,12 @@ def paste_back(original: np.ndarray, edited_crop, aligned: AlignedFace, feather:
     if crop.shape[1] != s:
         raise ValueError(f"edited crop must be square, got {crop.shape}")
     h, w = orig.shape[:2]
-    # the aligned matrix was estimated for aligned.crop's size; rescale if needed
-    scale_crop = s / aligned.crop.shape[0]
+    # the matrix was estimated for aligned.crop's size s0; an edited crop of size s
+    # maps to it by c0 = (c + 0.5) * s0 / s - 0.5 (pixel-index coordinates)
+    r = aligned.crop.shape[0] / s
     inv = aligned.inverse.copy()
-    inv[:, :2] = inv[:, :2] / scale_crop
+    inv[:, 2] = inv[:, 2] + inv[:, :2] @ np.full(2, 0.5 * r - 0.5)
+    inv[:, :2] = inv[:, :2] * r
     # bounding box of the crop in the photo, clipped
     corners = transform_points(inv, np.array([[0, 0], [s - 1, 0], [0, s - 1], [s - 1, s - 1]]))
     x0 = int(max(0, np.floor(corners[:, 0].min()) - 1))
@@ -331,7 +333,7 @@ def paste_back(original: np.ndarray, edited_crop, aligned: AlignedFace, feather:
     warped = warp_affine(src, mt, dsize=(y1 - y0, x1 - x0), mode="bilinear",
                          padding_mode="zeros", align_corners=True)[0].cpu()
     face, mask = warped[:3], warped[3:].clamp(0, 1)
-    roi = torch.from_numpy(orig[y0:y1, x0:x1]).permute(2, 0, 1).float()
+    roi = _hwc_to_batch(orig[y0:y1, x0:x1])[0]
     blended = (roi * (1 - mask) + face * mask).round().clamp(0, 255).to(torch.uint8)
     blended = torch.where(mask > 0, blended, roi.to(torch.uint8))
     result[y0:y1, x0:x1] = blended.permute(1, 2, 0).numpy()

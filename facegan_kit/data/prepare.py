@@ -125,9 +125,15 @@ def subject_split(subjects, test_ratio: float, seed: int) -> set:
     return set(names[:n_test])
 
 
+def _safe(name: str) -> str:
+    """A file-system-safe version of a name (no separators, no leading dot)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:180] or "_"
+
+
 def _mangle(rel: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__").replace("\\", "__"))
-    return (os.path.splitext(stem)[0] or "image")[:180] + ".png"
+    """``"P001/Happiness/005.jpeg"`` -> ``"P001__Happiness__005.png"``."""
+    stem = os.path.splitext(rel)[0].replace("/", "__").replace("\\", "__")
+    return _safe(stem) + ".png"
 
 
 def _center_resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -207,7 +213,11 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
         raise InputError(f"aligner size {aligner.size} does not match size={size}")
 
     rows, used_names = [], set()
-    records = parsed.records  # already sorted by (subject, expression, path, frame)
+    out_abs = out.resolve()
+    # already sorted by (subject, expression, path, frame); never re-ingest our own output
+    records = [r for r in parsed.records if out_abs not in r.path.parents]
+    rep.n_candidates = len(records)
+    rep.skipped = [s for s in rep.skipped if out_abs not in Path(s.path).resolve().parents]
     for i, rec in enumerate(records):
         try:
             rel = rec.path.relative_to(root.resolve()).as_posix()
@@ -224,7 +234,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
             if rec.expression == 6 or name in used_names:  # same file as neutral / clash
                 name = name[:-4] + f"__{label_name(rec.expression)}.png"
             used_names.add(name)
-            dest = Path("images") / _mangle(rec.subject)[:-4] / name
+            dest = Path("images") / _safe(rec.subject) / name
             write_png_atomic(out / dest, crop)
         except ImageReadError as exc:
             rep.skipped.append(SkippedFile(str(rec.path), exc.reason, exc.detail))
