@@ -1,0 +1,282 @@
+"""Faces in, pictures out: reading inputs for the apps and composing labelled sheets.
+
+Inputs (:func:`load_face`):
+
+* ``align=True`` (default for photos): the image is read safely
+  (:func:`~facegan_kit.data.io.read_image`), the largest face is detected and aligned with
+  :class:`~facegan_kit.data.align.FaceAligner` (at ``align_size``, then resized to the model
+  size), and the photo and :class:`~facegan_kit.data.align.AlignedFace` are kept so that an
+  edited face can be pasted back (:func:`paste_face`).
+* ``align=False`` (``--no-align``): the file is taken as an already aligned crop; a non-square
+  image is centre-cropped to a square, then resized to the model size.
+
+Outputs: :func:`sheet` lays out ``(3,S,S)`` images in ``[-1,1]`` in a grid with optional
+column/row labels drawn with PIL; cells are upscaled (nearest) to at least ``min_cell`` pixels
+so that 16 px test models stay visible.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from facegan_kit.data.io import read_image, to_tensor, to_uint8, write_png_atomic
+from facegan_kit.errors import InputError
+
+__all__ = ["FaceInput", "load_face", "load_faces", "resize_square", "paste_face", "sheet",
+           "cell_size", "HEADER", "IMAGE_SUFFIXES", "list_images", "make_aligner", "read_folder",
+           "load_crops", "save_sheet"]
+
+#: Height in pixels of the label row / width of the label column drawn by :func:`sheet`.
+HEADER = 18
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass
+class FaceInput:
+    """One input face.
+
+    Attributes:
+        path: The file it came from.
+        face: ``(3, S, S)`` float tensor in [-1, 1] at the model size.
+        photo: ``(H, W, 3)`` uint8 original photo (``None`` with ``align=False``).
+        aligned: The :class:`~facegan_kit.data.align.AlignedFace` for paste-back (or ``None``).
+    """
+
+    path: Path
+    face: torch.Tensor
+    photo: Optional[np.ndarray] = None
+    aligned: object = None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop ``(H, W, 3)`` uint8 to a square (if needed) and resize to ``size`` (Lanczos)."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    crop = img[y0:y0 + side, x0:x0 + side]
+    if side == size:
+        return np.ascontiguousarray(crop)
+    pil = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.LANCZOS)
+    return np.array(pil, dtype=np.uint8)
+
+
+def make_aligner(size: int = 128, device: str = "cpu"):
+    """A :class:`FaceAligner` (MTCNN ships inside facenet-pytorch; nothing is downloaded)."""
+    try:
+        from facegan_kit.data.align import FaceAligner
+    except ImportError as exc:  # pragma: no cover - optional dependency missing
+        raise InputError(f"face alignment needs facenet-pytorch ({exc}); pass --no-align for aligned crops")
+    try:
+        return FaceAligner(size=size, device=device)
+    except ImportError as exc:  # pragma: no cover
+        raise InputError(f"face alignment needs facenet-pytorch ({exc}); pass --no-align for aligned crops")
+
+
+def load_face(path, size: int, align: bool = True, aligner=None, align_size: int = 128,
+              device: str = "cpu") -> FaceInput:
+    """Read one face for a model of side ``size`` (see the module docstring).
+
+    Raises:
+        InputError: unreadable file (message starts with the path) or no face found.
+    """
+    path = Path(path)
+    img = read_image(path)
+    if not align:
+        return FaceInput(path, to_tensor(resize_square(img, int(size))))
+    if aligner is None:
+        aligner = make_aligner(max(int(size), int(align_size)), device)
+    try:
+        aligned, _det = aligner.align_face(img, policy="largest")
+    except InputError as exc:
+        raise InputError(f"{path}: {exc} (pass --no-align if it is already an aligned face crop)") from None
+    crop = aligned.crop if aligned.crop.shape[0] == size else resize_square(aligned.crop, int(size))
+    return FaceInput(path, to_tensor(crop), photo=img, aligned=aligned)
+
+
+def load_faces(paths: Sequence, size: int, align: bool = True, device: str = "cpu",
+               align_size: int = 128) -> list[FaceInput]:
+    """:func:`load_face` for several files with one shared aligner; all are read before any
+    result is written, so a bad file stops the command before it writes anything."""
+    aligner = make_aligner(max(int(size), int(align_size)), device) if align and paths else None
+    return [load_face(p, size, align=align, aligner=aligner) for p in paths]
+
+
+def paste_face(face_in: FaceInput, edited: torch.Tensor) -> np.ndarray:
+    """The original photo with ``edited`` (``(3,S,S)`` in [-1,1]) pasted back over the face."""
+    from facegan_kit.data.align import paste_back
+
+    if face_in.photo is None or face_in.aligned is None:
+        raise InputError(f"{face_in.path}: no photo to paste into (it was read with --no-align)")
+    return paste_back(face_in.photo, to_uint8(edited.detach().cpu()), face_in.aligned)
+
+
+def list_images(folder, exclude: Sequence = ()) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), minus the ``exclude`` paths."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    skip = {Path(p).resolve() for p in exclude}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not p.name.startswith(".") and p.resolve() not in skip)
+    return files
+
+
+# -- composing pictures ----------------------------------------------------------------------
+
+def cell_size(size: int, min_cell: int = 64) -> int:
+    """Side of one cell in a sheet: ``size`` times the smallest integer that reaches ``min_cell``."""
+    return int(size) * max(1, math.ceil(min_cell / int(size)))
+
+
+def _font():
+    try:
+        return ImageFont.load_default(size=11)
+    except TypeError:  # pragma: no cover - Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    while text and draw.textlength(text, font=font) > width - 2:
+        text = text[:-1]
+    return text
+
+
+def sheet(cells: Sequence[Sequence[Optional[torch.Tensor]]], col_labels: Sequence[str] | None = None,
+          row_labels: Sequence[str] | None = None, min_cell: int = 64,
+          captions: Sequence[Sequence[str]] | None = None, texts: dict | None = None) -> np.ndarray:
+    """Lay out images as a grid.
+
+    Args:
+        cells: rows of ``(3,S,S)`` tensors in [-1,1] (or uint8 ``(S,S,3)`` arrays); ``None`` is a
+            white cell. All images must have the same size ``S``.
+        col_labels: text above each column (adds a :data:`HEADER` row).
+        row_labels: text left of each row (adds a label column of width ``cell``).
+        min_cell: cells are upscaled (nearest neighbour) to :func:`cell_size` ``(S, min_cell)``.
+        captions: optional text under every cell (same shape as ``cells``; adds a
+            :data:`HEADER` strip below each row).
+        texts: ``{(row, col): text}`` written in the middle of (usually empty) cells.
+
+    Returns:
+        ``(H, W, 3)`` uint8: ``H = [HEADER] + rows * (cell [+ HEADER])``,
+        ``W = [cell] + cols * cell``.
+    """
+    rows = [list(r) for r in cells]
+    if not rows or not any(c is not None for r in rows for c in r):
+        raise ValueError("sheet needs at least one image")
+    first = next(c for r in rows for c in r if c is not None)
+    size = int(first.shape[-1] if isinstance(first, torch.Tensor) else first.shape[1])
+    cell = cell_size(size, min_cell)
+    scale = cell // size
+    ncols = max(len(r) for r in rows)
+    top = HEADER if col_labels else 0
+    left = cell if row_labels else 0
+    cap = HEADER if captions else 0
+    canvas = np.full((top + len(rows) * (cell + cap), left + ncols * cell, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            if img is None:
+                continue
+            arr = to_uint8(img) if isinstance(img, torch.Tensor) else np.asarray(img, np.uint8)
+            if arr.shape[:2] != (size, size):
+                raise ValueError(f"sheet cells must all be {size}x{size}, got {arr.shape[:2]}")
+            arr = arr.repeat(scale, 0).repeat(scale, 1)
+            y, x = top + i * (cell + cap), left + j * cell
+            canvas[y:y + cell, x:x + cell] = arr
+    if not (col_labels or row_labels or captions or texts):
+        return canvas
+    pil = Image.fromarray(canvas)
+    draw, font = ImageDraw.Draw(pil), _font()
+    for j, text in enumerate(col_labels or []):
+        draw.text((left + j * cell + 2, 3), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
+    for i, text in enumerate(row_labels or []):
+        y = top + i * (cell + cap) + cell // 2 - 6
+        draw.text((2, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
+    for i, row in enumerate(captions or []):
+        for j, text in enumerate(row):
+            y = top + i * (cell + cap) + cell + 3
+            draw.text((left + j * cell + 2, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
+    for (i, j), text in (texts or {}).items():
+        y, x = top + i * (cell + cap) + cell // 2 - 6, left + j * cell + 2
+        draw.text((x, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def save_sheet(path, *args, **kwargs) -> Path:
+    """:func:`sheet` written atomically as a PNG; returns the path."""
+    return write_png_atomic(path, sheet(*args, **kwargs))
+
+
+# -- folders of faces with an index.csv ------------------------------------------------------
+
+def _label_of(row: dict) -> int | None:
+    """Expression label 0..5 from an index row (``label``/``expression_name``/``expression``
+    columns, as names or integers); ``None`` for neutral or when there is none."""
+    from facegan_kit import EXPRESSIONS
+
+    for key in ("label", "expression_name", "expression"):
+        val = (row.get(key) or "").strip().lower()
+        if not val:
+            continue
+        if val in EXPRESSIONS:
+            return EXPRESSIONS.index(val)
+        if val.lstrip("-").isdigit():
+            k = int(val)
+            return k if 0 <= k < len(EXPRESSIONS) else None
+        if val == "neutral":
+            return None
+    return None
+
+
+def read_folder(folder, require_index: bool = False) -> list[dict]:
+    """The faces of a folder: ``index.csv`` rows (as written by ``facegan data synthetic``,
+    ``facegan data prepare`` or ``facegan generate``: a ``path`` or ``file`` column relative to
+    the folder, optional ``subject``, ``split`` and expression columns), else every image file.
+
+    Returns dicts with ``file`` (Path), ``label`` (0..5 or None), ``subject`` (str or None),
+    ``split`` (str or None).
+    """
+    import csv
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    index = root / "index.csv"
+    if not index.is_file():
+        if require_index:
+            raise InputError(f"{index}: not found (a folder written by `facegan data synthetic`, "
+                             "`facegan data prepare` or `facegan generate` has one)")
+        return [{"file": p, "label": None, "subject": None, "split": None} for p in list_images(root)]
+    try:
+        with open(index, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{index}: unreadable ({exc})") from None
+    if rows and "path" not in rows[0] and "file" not in rows[0]:
+        raise InputError(f"{index}: needs a 'path' (or 'file') column")
+    out = []
+    for r in rows:
+        rel = (r.get("path") or r.get("file") or "").strip()
+        if rel:
+            out.append({"file": root / rel, "label": _label_of(r), "subject": (r.get("subject") or None),
+                        "split": (r.get("split") or None)})
+    if not out:
+        raise InputError(f"{index}: no rows")
+    return out
+
+
+def load_crops(files: Sequence, size: int) -> torch.Tensor:
+    """Pre-aligned crops as ``(N,3,size,size)`` uint8 (each read safely and resized)."""
+    arrs = [resize_square(read_image(f), int(size)) for f in files]
+    if not arrs:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
