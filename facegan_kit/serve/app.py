@@ -166,6 +166,9 @@ class SessionStore:
 
     def add(self, session: Session) -> None:
         with self._lock:
+            old = self._items.pop(session.token, None)
+            if old is not None:
+                self._bytes -= old.nbytes
             self._items[session.token] = session
             self._bytes += session.nbytes
             while len(self._items) > self.max_sessions or (self._bytes > self.max_bytes and len(self._items) > 1):
