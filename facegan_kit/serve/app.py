@@ -83,7 +83,7 @@ DETECT_MAX_SIDE = 1280
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+       "connect-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 STATIC_FILES = {  # URL path -> (package file, content type); nothing else is served
     "/": ("index.html", "text/html; charset=utf-8"),
