@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from facegan_kit.errors import InputError
 
 #: Bump whenever the pictures change, so cached datasets/oracles are rebuilt.
-RENDER_VERSION = 1
+RENDER_VERSION = 3
 
 #: Identity attributes, each normalised to [0, 1].
 ATTR_NAMES: tuple[str, ...] = (
@@ -62,7 +62,7 @@ _PROTO = np.array([
 _TEETH_P = np.array([0.2, 0.4, 0.4, 0.6, 0.0, 0.3])
 
 _SKIN = np.array([(255, 224, 196), (236, 194, 160), (200, 148, 110), (143, 97, 67), (90, 58, 40)], float)
-_IRIS = np.array([(70, 115, 175), (80, 135, 90), (135, 112, 60), (105, 68, 38), (52, 36, 26)], float)
+_IRIS = np.array([(60, 130, 215), (70, 160, 80), (175, 140, 45), (120, 62, 25), (35, 22, 18)], float)
 _SHIRTS = np.array([(60, 90, 150), (150, 50, 50), (60, 120, 80), (90, 90, 90), (200, 170, 70), (110, 70, 140)], float)
 
 
@@ -196,16 +196,16 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
     skin = _palette(_SKIN, a[3])
     skin_c = _mix(skin, skin, 0)
     shade = _mix(skin, (60, 30, 20), 0.18)
-    line_c = _mix(skin, (50, 25, 20), 0.55)
+    line_c = _mix(skin, (25, 12, 8), 0.6)
     hair = _mix((28, 22, 18), (228, 200, 140), a[4])
     hair = _mix(hair, (180, 80, 35), 0.75 * a[5])
     brow_c = _mix(hair, (20, 15, 10), 0.35)
-    lip_c = _mix(skin, (175, 55, 70), 0.4)
+    lip_c = _mix(skin, (165, 45, 65), 0.45)
     style = int(round(a[6] * (len(HAIR_STYLES) - 1)))
     shirt = tuple(int(v) for v in _SHIRTS[int(a[12] * 97 + a[2] * 31) % len(_SHIRTS)])
 
     fw, fh, cy = 0.40 + 0.12 * a[0], 0.50 + 0.10 * a[1], 0.0
-    jaw = 0.45 + 0.45 * a[2]
+    jaw = 0.35 + 0.6 * a[2]
 
     # Shoulders, neck, hair behind the head, ears.
     cv.poly(_ellipse(0, 1.18, 0.9, 0.42, 32), shirt)
@@ -259,7 +259,7 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
 
     # Eyes: sclera, iris, pupil, then skin-coloured lids clip the iris.
     xe = 0.13 + 0.07 * a[8]
-    ew = 0.07 + 0.025 * a[9]
+    ew = 0.055 + 0.045 * a[9]
     eh = max(0.034 * (1 + 0.55 * eyelid), 0.005)
     iris_c = tuple(int(v) for v in _palette(_IRIS, a[7]))
     gx, gy = nz["gaze"]
@@ -269,8 +269,8 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
         upper = np.stack([ex + ew * xsw, ye - eh * (1 - xsw ** 2) - 0.006 * s * xsw], 1)
         lower = np.stack([ex + ew * xsw[::-1], ye + 0.8 * eh * (1 - xsw[::-1] ** 2)], 1)
         cv.poly(np.vstack([upper, lower]), (245, 245, 240))
-        cv.poly(_ellipse(ex + gx, ye + gy, 0.034, 0.034, 20), iris_c)
-        cv.poly(_ellipse(ex + gx, ye + gy, 0.015, 0.015, 12), (12, 10, 10))
+        cv.poly(_ellipse(ex + gx, ye + gy, 0.042, 0.042, 20), iris_c)
+        cv.poly(_ellipse(ex + gx, ye + gy, 0.013, 0.013, 12), (12, 10, 10))
         box = 0.06
         cv.poly(np.vstack([upper, [(ex + ew + 0.01, ye - box), (ex - ew - 0.01, ye - box)]]), skin_c)
         cv.poly(np.vstack([lower, [(ex - ew - 0.01, ye + box), (ex + ew + 0.01, ye + box)]]), skin_c)
@@ -278,7 +278,7 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
         cv.line(lower, _mix(skin, line_c, 0.5), 0.006)
 
     # Eyebrows: inner/outer ends moved by height, angle (knit) and inner raise.
-    bt = 0.014 + 0.026 * a[11]
+    bt = 0.012 + 0.05 * a[11]
     for s in (-1, 1):
         yi = yb - 0.075 * brow_h + 0.055 * brow_a - 0.065 * inner
         yo = yb - 0.01 - 0.075 * brow_h - 0.01 * brow_a
@@ -304,7 +304,7 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
 
     # Mouth: corners, opening, stretch; lips, cavity, optional teeth.
     ym = tip + 0.13 + 0.04 * a[1]
-    mw = (0.1 + 0.05 * a[12]) * (1 + 0.35 * stretch)
+    mw = (0.08 + 0.07 * a[12]) * (1 + 0.35 * stretch)
     dy = -0.075 * corner
     cl, cr = (-mw, ym + dy), (mw, ym + dy)
     o = 0.16 * mopen
