@@ -483,6 +483,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "facegan-serve"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive: the slider sends many small requests
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def setup(self) -> None:
         self.timeout = self.server.service.limits.request_timeout
