@@ -101,7 +101,7 @@ def fit(model: ExpressionClassifier, images: Tensor, labels: Tensor, epochs: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
         if progress is not None:

@@ -92,7 +92,8 @@ def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, 
 @click.argument("checkpoint", type=FILE)
 @click.argument("image", type=FILE)
 @click.option("--out", type=FILE, required=True, help="Output PNG.")
-@click.option("--labels/--no-labels", default=True, show_default=True, help="Header row with column names.")
+@click.option("--labels/--no-labels", default=True, show_default=True,
+              help="Header row with column names and level names (no text: exactly 5 x 8 cells).")
 @_common
 def grid_cmd(checkpoint, image, out, labels, no_align, device):
     """The paper's Fig. 3 for one face: every expression at every intensity level.
@@ -112,7 +113,7 @@ def grid_cmd(checkpoint, image, out, labels, no_align, device):
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
     g = ed.grid(face.face[None]).cpu()  # (levels, 7, 3, S, S)
     cells = [[face.face if i == 0 else None, *g[i]] for i in range(g.shape[0])]
-    texts = {(i, 0): f"level {i + 1}" for i in range(1, g.shape[0])}
+    texts = {(i, 0): f"level {i + 1}" for i in range(1, g.shape[0])} if labels else None
     cols = ["input / lvl 1", *EXPRESSIONS, NEUTRAL] if labels else None
     _echo_written([save_sheet(out, cells, col_labels=cols, texts=texts)])
 
