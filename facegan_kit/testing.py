@@ -81,6 +81,7 @@ def _shape(who: str, t: Any, shape: tuple) -> None:
 
 
 def _in_range(who: str, t: Tensor) -> None:
+    assert torch.isfinite(t).all(), f"{who}: non-finite values"
     assert t.detach().abs().max() <= 1 + 1e-6, (
         f"{who}: values must lie in [-1, 1], got range [{t.min().item():.4g}, {t.max().item():.4g}]")
 
