@@ -590,6 +590,7 @@ class Handler(BaseHTTPRequestHandler):
             self._refused_body = True
             raise HTTPError(413, f"upload too large ({n} bytes; the limit is {cap} bytes)")
         data = self.rfile.read(n)
+        self._body_read = True
         if len(data) != n:
             self.close_connection = True
             raise HTTPError(400, "incomplete request body")
@@ -653,6 +654,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._refused_body = False
+        self._body_read = False
         try:
             self._check_host()
             path = urlsplit(self.path).path
@@ -662,12 +664,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._static(path)
             routes = ROUTES.get(path)
             if routes is None:
-                if method == "POST":  # an unread body must not be taken for the next request
-                    self.close_connection = True
                 raise HTTPError(404, "not found")
             fn = routes.get(method)
             if fn is None:
-                self.close_connection = True
                 raise HTTPError(405, f"method {method} not allowed here")
             fn(self)
         except HTTPError as exc:
@@ -688,8 +687,8 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
             return
-        if self._refused_body:
-            self._lingering_close()
+        if self._refused_body or (self.command == "POST" and not self._body_read):
+            self._lingering_close()  # the unread body must not be parsed as the next request
 
     def _static(self, path: str) -> None:
         name, ctype = STATIC_FILES[path]

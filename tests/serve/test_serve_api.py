@@ -266,6 +266,28 @@ def test_missing_length_is_411(server):
         conn.close()
 
 
+def test_keep_alive_connection_survives_errors(server):
+    """The page reuses one connection for many slider steps; errors must not break framing."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("POST", "/api/upload?aligned=1", body=face_png(), headers={"Content-Type": "image/png"})
+        resp = conn.getresponse()
+        tok = json.loads(resp.read())["token"]
+        for path, status in [(f"/api/edit?token={tok}&expression=happy&intensity=0.2", 200),
+                             ("/api/edit?token=unknown&expression=happy", 404),
+                             (f"/api/edit?token={tok}&expression=happy&intensity=7", 400),
+                             ("/api/info", 200),
+                             (f"/api/edit?token={tok}&expression=sad&intensity=0.9", 200)]:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == status, (path, body)
+            assert resp.getheader("Connection", "").lower() != "close"
+    finally:
+        conn.close()
+
+
 def test_foreign_host_and_origin_are_refused(server):
     assert_json_error(server, request(server, "GET", "/api/info", headers={"Host": "attacker.example"}), 403)
     assert_json_error(server, request(server, "POST", "/api/upload?aligned=1", face_png(),
