@@ -163,3 +163,27 @@ def test_upload_and_slide_in_the_browser(browser, live_server, tmp_path):
            or "Content Security Policy" in e.get("message", "")]
     bad = [m for m in bad if "favicon" not in m]
     assert not bad, json.dumps(bad, indent=1)[:2000]
+
+
+def test_synthetic_face_and_transfer_in_the_browser(browser, live_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
+    driver.get(live_server.url)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    driver.find_element(By.ID, "use-sample").click()  # built-in synthetic face #0
+    wait.until(lambda d: _loaded(d, "result", 1) and _loaded(d, "original"))
+    driver.execute_script("document.getElementById('source-label').value = 'happy';")
+    driver.find_element(By.ID, "use-source-sample").click()  # synthetic #1 showing 'happy'
+    wait.until(lambda d: _loaded(d, "source") and _loaded(d, "transfer-result"))
+    data = _img_bytes(driver, "transfer-result")
+    assert data[:8] == PNG_SIGNATURE
+    assert not driver.find_element(By.ID, "transfer-download").get_attribute("disabled")
+    assert "error" not in (driver.find_element(By.ID, "status").get_attribute("class") or "")
+    _save_screenshot(driver, tmp_path, "serve_browser_transfer.png")
+    bad = [e["message"] for e in driver.get_log("browser")
+           if (e.get("level") == "SEVERE" or "Content Security Policy" in e.get("message", ""))
+           and "favicon" not in e.get("message", "")]
+    assert not bad, bad
