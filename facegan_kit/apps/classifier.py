@@ -84,7 +84,8 @@ def fit(model: ExpressionClassifier, images: Tensor, labels: Tensor, epochs: int
     """Train with Adam and cross-entropy on ``images`` (uint8 or [-1,1] float, any size: they
     are resized per batch) and integer ``labels``; returns the mean loss of each epoch."""
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise InputError(f"classifier: need matching non-empty images/labels, got {images.shape[0]} and {labels.shape[0]}")
+        raise InputError(f"classifier: need matching non-empty images/labels, "
+                         f"got {images.shape[0]} and {labels.shape[0]}")
     dev = _device(model)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))

@@ -96,7 +96,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, 
               help="Header row with column names and level names (no text: exactly 5 x 8 cells).")
 @_common
 def grid_cmd(checkpoint, image, out, labels, no_align, device):
-    """The paper's Fig. 3 for one face: every expression at every intensity level.
+    """Every expression at every intensity level for one face (the paper's Figure 3).
 
     \b
     Example:
@@ -128,7 +128,7 @@ def grid_cmd(checkpoint, image, out, labels, no_align, device):
 @click.option("--out", type=FILE, default=None, help="Output PNG (default: <A>_with_<B>.png).")
 @_common
 def transfer_cmd(checkpoint, identity, expression, classifier, label, out, no_align, device):
-    """Give face A the expression of face B (the paper's Fig. 4).
+    """Give face A the expression of face B (the paper's Figure 4).
 
     \b
     Examples:
@@ -229,7 +229,7 @@ def generate_cmd(checkpoint, n, expression, intensity, seed, out, device):
 @click.option("--out", type=FILE, required=True, help="Output PNG: query + top k.")
 @_common
 def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, no_align, device):
-    """Rank a gallery by similarity to a query face (the paper's Fig. 7).
+    """Rank a gallery by similarity to a query face (the paper's Figure 7).
 
     \b
     Examples:
@@ -293,7 +293,7 @@ def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, no_a
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def tsne_cmd(checkpoint, data, out, subjects, split, perplexity, max_images, seed, device):
-    """t-SNE of the identity codes g(x) of a folder of faces, coloured by subject (Fig. 6).
+    """t-SNE of the identity codes g(x) of a folder of faces, coloured by subject (Figure 6).
 
     \b
     Example:

@@ -118,7 +118,8 @@ def test_edit_photo_is_aligned_and_pasted_back(capsys, ckpt, tmp_path):
     photo = tmp_path / "astronaut.png"
     Image.fromarray(skdata.astronaut()).save(photo)
     ok(capsys, "edit", ckpt, photo, "-e", "happy", "--level", "5", "--out", tmp_path / "e")
-    pasted, face = pixels(tmp_path / "e" / "astronaut_happy_l5.png"), pixels(tmp_path / "e" / "astronaut_happy_l5_face.png")
+    pasted = pixels(tmp_path / "e" / "astronaut_happy_l5.png")
+    face = pixels(tmp_path / "e" / "astronaut_happy_l5_face.png")
     orig = pixels(photo)
     assert pasted.shape == orig.shape and face.shape == (16, 16, 3)
     changed = np.abs(pasted - orig).sum(-1) > 0
