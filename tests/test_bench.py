@@ -1,0 +1,102 @@
+"""facegan bench: two quick recipes, a tiny step budget, the documented report structure."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from facegan_kit.bench import budget_stages, parse_checkpoints, recipe_path
+from facegan_kit.errors import InputError
+
+torch.set_num_threads(1)
+SMALL_DATA = ["--set", "data.subjects=8", "--set", "data.test_subjects=2", "--set", "data.frames=1"]
+
+
+def _check_report(out, names):
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["recipes"]) == set(names)
+    assert {"type", "name", "torch", "threads"} <= set(report["device"])
+    for name in names:
+        entry = report["recipes"][name]
+        q, s = entry["quality"], entry["speed"]
+        for key in ("expression_accuracy", "identity_distance_median", "recon_l1", "recon_psnr", "recon_ssim",
+                    "intensity_rho_continuous", "neutral_rate", "fer_feature_frechet"):
+            assert key in q, key
+        assert 0 <= q["recon_l1"] <= 1
+        assert s["train_steps"] >= 1 and s["train_seconds"] > 0
+        assert s["train_images_per_second"] and all(v > 0 for v in s["train_images_per_second"].values())
+        assert s["edit_latency_ms"] > 0 and s["peak_memory_mib"] > 0
+    assert set(report["recipes"]["exprgan"]["speed"]["train_images_per_second"]) == {
+        "controller", "reconstruction", "refining"}
+    md = (out / "report.md").read_text()
+    for name in names:
+        assert sum(line.startswith(f"| {name} |") for line in md.splitlines()) == 2  # quality + speed rows
+    for png in ("metrics.png", "losses.png", "edits.png"):
+        assert (out / png).stat().st_size > 1000, png
+    return report
+
+
+def test_bench_quick_in_process(tmp_path):
+    from facegan_kit.cli.evaluate import bench_cmd
+
+    out = tmp_path / "bench"
+    args = ["--recipes", "exprgan,caae", "--quick", "--max-steps", "3", "--batch-size", "4", "--max-faces", "2",
+            "--identity-faces", "1", "--no-oracles", "--no-isolate", "--threads", "1", "--latency-repeats", "2",
+            *SMALL_DATA, "--set", "train.sample_every=0", "--out", str(out)]
+    result = CliRunner().invoke(bench_cmd, args)
+    assert result.exit_code == 0, result.output
+    report = _check_report(out, ["exprgan", "caae"])
+    assert report["quick"] is True and report["max_steps"] == 3
+    assert report["recipes"]["exprgan"]["speed"]["train_steps"] == 3  # one step per stage
+    assert "| exprgan |" in result.output
+
+
+@pytest.mark.slow
+def test_bench_quick_isolated_with_oracles(tmp_path):
+    from facegan_kit.cli.evaluate import bench_cmd
+
+    out = tmp_path / "bench"
+    args = ["--quick", "--max-steps", "12", "--max-faces", "6", "--identity-faces", "2", "--threads", "1",
+            *SMALL_DATA, "--out", str(out)]
+    result = CliRunner().invoke(bench_cmd, args)
+    assert result.exit_code == 0, result.output
+    report = _check_report(out, ["exprgan", "caae"])
+    assert report["recipes"]["caae"]["quality"]["oracle_expression_accuracy"] is not None
+
+
+def test_bench_takes_checkpoints(tmp_path, tiny_checkpoint):
+    from facegan_kit.bench import bench
+
+    report = bench([], tmp_path, checkpoints={"tiny": str(tiny_checkpoint)}, max_faces=2, identity_faces=1,
+                   oracles=None, isolate=False, latency_repeats=2, num_threads=1)
+    speed = report["recipes"]["tiny"]["speed"]
+    assert speed["train_images_per_second"] is None and speed["edit_latency_ms"] > 0
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "losses.png").is_file()
+
+
+def test_budget_spreads_steps_over_stages():
+    from facegan_kit.recipe import load_recipe
+
+    raw = load_recipe(recipe_path("exprgan", quick=True), ["data.subjects=8", "data.test_subjects=2",
+                                                           "data.frames=1"])
+    full = [s["steps"] for s in budget_stages(raw, 10**9)["stages"]]  # a budget above the recipe: unchanged
+    budget = sum(full) // 2
+    budgeted = budget_stages(raw, budget)
+    steps = [s["steps"] for s in budgeted["stages"]]
+    assert all("epochs" not in s for s in budgeted["stages"])
+    assert all(v >= 1 for v in steps) and abs(sum(steps) - budget) <= 2
+    for a, b, fa, fb in zip(steps, steps[1:], full, full[1:]):  # proportions kept
+        assert (a - b) * (fa - fb) >= 0
+    assert [s["steps"] for s in budget_stages(raw, 1)["stages"]] == [1, 1, 1]
+
+
+def test_small_helpers():
+    assert recipe_path("caae", quick=True).name == "caae-quick.toml"
+    assert recipe_path("caae").name == "caae.toml"
+    with pytest.raises(InputError):
+        recipe_path("no-such-recipe")
+    assert parse_checkpoints("a=x.safetensors, b=y") == {"a": "x.safetensors", "b": "y"}
+    with pytest.raises(InputError):
+        parse_checkpoints("a")
