@@ -85,7 +85,7 @@ def load_model_weights(models: nn.ModuleDict, tensors: dict[str, torch.Tensor], 
     for slot, module in models.items():
         prefix = f"model/{slot}/"
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not sd:
+        if not sd and module.state_dict():
             raise CheckpointError(f"{source}: has no weights for model.{slot} (a checkpoint of another recipe?)")
         try:
             module.load_state_dict(sd, strict=True)

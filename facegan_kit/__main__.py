@@ -1,0 +1,4 @@
+"""``python -m facegan_kit`` is the ``facegan`` command."""
+from facegan_kit.cli import main
+
+main()

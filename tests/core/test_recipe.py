@@ -1,0 +1,96 @@
+"""Recipe loading, overrides and validation errors (before any tensor exists)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facegan_kit.errors import RecipeError, RegistryError
+from facegan_kit.pm import default_registry
+from facegan_kit.recipe import apply_overrides, load_recipe, parse_override, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    rec = validate(load_recipe(path), default_registry())
+    assert rec.stages and "decoder" in rec.model
+
+
+def _raw(*sets):
+    return load_recipe(ROOT / "tests/fixtures/tiny.toml", sets)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.controller.code_dm=3", "model.controller: unknown key 'code_dm'"),
+    ("model.controller.type=fctl", "did you mean 'fctrl'"),
+    ("train.seed=abc", "train.seed: expected int, got str"),
+    ("stages.0.losses.l2=1.0", "stages[0].losses: 'l2' is not a [losses.*] table"),
+    ("stages.0.losses.l1=1.0", "stages[0].losses.l1: needs the encoder"),
+    ("stages.1.train=[\"encoder\", \"dz\"]", "stages[1].train: 'dz' is not a [model.*] table"),
+    ("stages.1.batch_size=0", "stages[1].batch_size: must be >= 1"),
+    ("stages.1.identity=\"random\"", "stages[1].identity"),
+    ("stages.2.losses.tv=-1", "weight must be a number >= 0"),
+    ("train.on_nonfinite=\"ignore\"", "train.on_nonfinite"),
+    ("model.decoder.channels=12", "model.decoder.channels: expected list"),
+    ("recipe.nme=\"x\"", None),
+])
+def test_validation_errors_name_the_path(override, message):
+    if message is None:  # unknown keys inside [recipe] are free-form metadata
+        validate(_raw(override), default_registry())
+        return
+    with pytest.raises((RecipeError, RegistryError)) as err:
+        validate(_raw(override), default_registry())
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_top_level_and_model_slot():
+    raw = _raw()
+    raw["trian"] = {}
+    with pytest.raises(RecipeError, match="recipe: unknown key 'trian'.*did you mean 'train'"):
+        validate(raw, default_registry())
+    raw = _raw()
+    raw["model"]["dimg"] = {"type": "exprgan-dimg"}
+    with pytest.raises(RecipeError, match="model: unknown key 'dimg'"):
+        validate(raw, default_registry())
+
+
+def test_epochs_xor_steps():
+    raw = _raw()
+    raw["stages"][0]["epochs"] = 2
+    with pytest.raises(RecipeError, match="exactly one of 'epochs' or 'steps'"):
+        validate(raw, default_registry())
+
+
+def test_override_parsing():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a.b=2e-4") == (["a", "b"], 2e-4)
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a.b=fctrl") == (["a", "b"], "fctrl")
+    assert parse_override("a.b=true") == (["a", "b"], True)
+    with pytest.raises(RecipeError, match="KEY.PATH=VALUE"):
+        parse_override("novalue")
+    raw = apply_overrides({"stages": [{"epochs": 1}]}, [parse_override("stages.0.epochs=5")])
+    assert raw["stages"][0]["epochs"] == 5
+    with pytest.raises(RecipeError, match="out of range"):
+        apply_overrides({"stages": [{"epochs": 1}]}, [parse_override("stages.3.epochs=5")])
+
+
+def test_shared_model_values_fill_components():
+    rec = validate(_raw("model.image_size=32"), default_registry())
+    assert rec.model["encoder"]["image_size"] == 32
+    assert rec.model["decoder"]["image_size"] == 32
+    assert "image_size" not in rec.model["controller"]  # FCtrl takes no image size
+    assert rec.data["size"] == 32
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(RecipeError, match="invalid TOML"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "nope.toml")
