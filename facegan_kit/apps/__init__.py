@@ -37,39 +37,7 @@ def load_editor(path, device: str | None = "cpu"):
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
-    try:
-        return Editor.from_checkpoint(p, device=resolve_device(device))
-    except CheckpointError as exc:
-        if "has no weights for model." not in str(exc):
-            raise
-    # Parameterless slots (the F_ctrl controller) store no tensors; older loaders refused them.
-    return _tolerant_load(p, resolve_device(device))
-
-
-def _tolerant_load(path: Path, device: str):
-    from facegan_kit.checkpoint import load_checkpoint
-    from facegan_kit.edit import Editor
-    from facegan_kit.pm import default_registry
-    from facegan_kit.recipe import build_model, validate
-
-    tensors, meta = load_checkpoint(path)
-    recipe = validate(meta["recipe"], default_registry())
-    models = build_model(recipe, default_registry())
-    for slot, module in models.items():
-        prefix = f"model/{slot}/"
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not sd and module.state_dict():
-            raise CheckpointError(f"{path}: has no weights for model.{slot} (a checkpoint of another recipe?)")
-        try:
-            module.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise CheckpointError(f"{path}: weights for model.{slot} do not fit this recipe ({first})") from None
-    dev = torch.device(device)
-    models.to(dev).eval()
-    for p in models.parameters():
-        p.requires_grad_(False)
-    return Editor(models=models, recipe=recipe, device=dev, meta=meta)
+    return Editor.from_checkpoint(p, device=resolve_device(device))
 
 
 def _key(path) -> Path:

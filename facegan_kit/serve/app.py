@@ -802,38 +802,6 @@ class FaceganHTTPServer(ThreadingHTTPServer):
         self.service.close()
 
 
-def load_editor(path, device: str = "cpu"):
-    """:meth:`Editor.from_checkpoint`, tolerating parameter-free slots (e.g. the ``fctrl``
-    controller) that the checkpoint rightly has no tensors for.
-
-    Workaround: ``train.state.load_model_weights`` refuses any slot without tensors,
-    including slots that have no state at all; remove this once it skips those."""
-    from facegan_kit.checkpoint import load_checkpoint
-    from facegan_kit.edit import Editor
-    from facegan_kit.pm import default_registry
-    from facegan_kit.recipe import build_model, validate
-    from facegan_kit.train.state import load_model_weights
-
-    try:
-        return Editor.from_checkpoint(path, device=device)
-    except CheckpointError:
-        tensors, meta = load_checkpoint(path)
-        if "recipe" not in meta:
-            raise
-        recipe = validate(meta["recipe"], default_registry())
-        models = build_model(recipe, default_registry())
-        stateless = [k for k, m in models.items() if not m.state_dict()]
-        if not stateless:
-            raise
-        load_model_weights(torch.nn.ModuleDict({k: m for k, m in models.items() if k not in stateless}),
-                           tensors, str(path))
-        dev = torch.device(device)
-        models.to(dev).eval()
-        for p in models.parameters():
-            p.requires_grad_(False)
-        return Editor(models=models, recipe=recipe, device=dev, meta=meta)
-
-
 def make_server(checkpoint, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits(),
                 device: str = "cpu", quiet: bool = False, verbose: bool = False, aligner=None) -> FaceganHTTPServer:
     """Load a checkpoint (path or :class:`~facegan_kit.edit.Editor`) and bind a server
@@ -846,7 +814,7 @@ def make_server(checkpoint, host: str = "127.0.0.1", port: int = 8000, limits: S
         path = Path(checkpoint)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file not found")
-        editor = load_editor(path, device=device)
+        editor = Editor.from_checkpoint(path, device=device)
     if not editor.has_encoder:
         raise CheckpointError("this checkpoint has no encoder (a stage-1-only model?); serve needs one")
     return FaceganHTTPServer((host, int(port)), EditService(editor, limits, aligner=aligner),
