@@ -38,12 +38,12 @@ def test_controller_codes():
     assert torch.equal(ctrl.target(ctrl(y), y), ctrl(y))
     assert torch.equal(ctrl.neutral_code(), -torch.ones(4))
     assert torch.equal(ctrl.level_code(1, 1), torch.tensor([-1.0, 1, -1, -1]))
-    assert torch.equal(ctrl.level_code(1, 5), ctrl.level_code(1, 1))  # every level is the class code
+    assert torch.equal(ctrl.level_code(1, 1), ctrl.intensity_code(1, 1.0))  # the only level: the class code
     assert torch.equal(ctrl.intensity_code(3, 0.0), ctrl.neutral_code())
     assert torch.equal(ctrl.intensity_code(3, 1.0), ctrl(torch.tensor([3]))[0])
     assert torch.allclose(ctrl.intensity_code(3, 0.25), torch.tensor([-1.0, -1, -1, -0.5]))
     for bad in (lambda: ctrl.intensity_code(0, 1.5), lambda: ctrl.level_code(4, 1),
-                lambda: ctrl.level_code(0, 0), lambda: ctrl(torch.zeros(2, 3))):
+                lambda: ctrl.level_code(0, 0), lambda: ctrl.level_code(0, 2), lambda: ctrl(torch.zeros(2, 3))):
         with pytest.raises(ValueError):
             bad()
 

@@ -12,7 +12,8 @@ class OneHotPM1(nn.Module):
     CAAE has no expression-intensity code: training always sees the exact class code, with no
     noise. The edit-time codes of the controller interface are derived from it:
 
-    - ``level_code(k, level)``: the class code for every level (CAAE has one level; ``levels = 1``);
+    - ``level_code(k, level)``: the class code; CAAE has a single level (``levels = 1``), so
+      ``level`` must be 1;
     - ``intensity_code(k, t)``: linear from all -1 (``t = 0``) to the class code (``t = 1``),
       i.e. element ``k`` is ``2t - 1`` and every other element -1;
     - ``neutral_code()``: all -1.
@@ -56,10 +57,10 @@ class OneHotPM1(nn.Module):
         return torch.full((self.code_dim,), -1.0, device=self.codes.device)
 
     def level_code(self, k: int, level: int) -> Tensor:
-        """The class code of ``k`` for any level ``>= 1`` (CAAE has no intensity levels)."""
+        """The class code of ``k`` at level ``1..levels`` (CAAE has one level: its class code)."""
         self._check_class(k)
-        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
-            raise ValueError(f"onehot-pm1: level must be an integer >= 1, got {level!r}")
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= self.levels:
+            raise ValueError(f"onehot-pm1: level must be an integer in 1..{self.levels}, got {level!r}")
         return self.intensity_code(k, 1.0)
 
     def intensity_code(self, k: int, t: float) -> Tensor:
