@@ -75,7 +75,7 @@ def _attr(model: Any, name: str, kind: str) -> int:
 
 def _shape(who: str, t: Any, shape: tuple) -> None:
     assert isinstance(t, Tensor), f"{who}: expected a tensor, got {type(t).__name__}"
-    ok = t.dim() == len(shape) and all(s is None or s == a for s, a in zip(shape, t.shape))
+    ok = t.dim() == len(shape) and all(s is None or s == a for s, a in zip(shape, t.shape, strict=True))
     want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
     assert ok, f"{who}: shape {tuple(t.shape)}, expected {want}"
 
@@ -269,7 +269,7 @@ def _check_round_trip(kind, who, model, factory, kwargs, batch, seed, label) -> 
     fresh.eval()
     with torch.no_grad():
         after = _forward(kind, fresh, batch, torch.Generator().manual_seed(seed + 3))
-    for i, (a, b) in enumerate(zip(before, after)):
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
         assert torch.equal(a, b), (
             f"{who}: output {i} differs after a safetensors round trip (max |diff| "
             f"{(a - b).abs().max().item():.3g}); is some state outside state_dict (a plain attribute "
