@@ -35,7 +35,7 @@ from facegan_kit.errors import InputError
 
 __all__ = ["Oracles", "OracleConfig", "load_oracles", "train_oracles", "identity_match_rate", "ORACLE_VERSION"]
 
-ORACLE_VERSION = 1
+ORACLE_VERSION = 2
 #: Expressions below this intensity are left out of the classification loss/accuracy.
 MIN_CLASS_INTENSITY = 0.3
 
@@ -98,10 +98,7 @@ class Oracles(nn.Module):
             raise InputError(f"oracles: expected images (N, 3, S, S), got shape {tuple(x.shape)}")
         x = x.detach().cpu()
         x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
-        return x
+        return _resize(x, self.size)
 
     @torch.no_grad()
     def predict(self, x, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,6 +122,16 @@ class Oracles(nn.Module):
         return self.predict(x)[2]
 
 
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-average down (matches the renderer's own box-filter supersampling, so a 128px face
+    pooled to 64 looks like a 64px render), bilinear up."""
+    if x.shape[-2:] == (size, size):
+        return x
+    if x.shape[-1] > size and x.shape[-2] > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def _sample(cfg: OracleConfig, subjects: list[int], per_subject: int, rng: np.random.Generator):
     """Random (attrs, expression, intensity, nuisance seed, style seed) rows over the full range."""
     n = len(subjects) * per_subject
@@ -137,8 +144,15 @@ def _sample(cfg: OracleConfig, subjects: list[int], per_subject: int, rng: np.ra
     return subj, attrs, expr, inten, nseeds
 
 
-def _render(cfg, subj, attrs, expr, inten, nseeds) -> torch.Tensor:
-    return render_batch(attrs, expr, inten, cfg.size, nseeds, subj)
+def _render(cfg, subj, attrs, expr, inten, nseeds, hires_every: int = 0) -> torch.Tensor:
+    """uint8 (N, 3, size, size); every ``hires_every``-th face is rendered at 2x and area-pooled
+    (the path a 128px GAN output takes through :class:`Oracles`), so both looks are seen."""
+    x = render_batch(attrs, expr, inten, cfg.size, nseeds, subj)
+    if hires_every:
+        idx = np.arange(0, len(x), hires_every)
+        big = render_batch(attrs[idx], expr[idx], inten[idx], 2 * cfg.size, nseeds[idx], subj[idx])
+        x[torch.as_tensor(idx)] = _resize(big.float(), cfg.size).round().clamp(0, 255).to(torch.uint8)
+    return x
 
 
 def _evaluate(net: _OracleNet, x: torch.Tensor, expr, inten, attrs, gallery: np.ndarray, subj_index, rng) -> dict:
@@ -186,8 +200,9 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
     tr = _sample(cfg, tr_subjects, cfg.images_per_subject, rng)
     ho = _sample(cfg, ho_subjects, cfg.heldout_images_per_subject, rng)
     log(f"rendering {len(tr[0])} training + {len(ho[0])} held-out faces at {cfg.size}px")
-    x_tr = _render(cfg, *tr)
+    x_tr = _render(cfg, *tr, hires_every=3)
     x_ho = _render(cfg, *ho).float() / 127.5 - 1.0
+    x_ho2 = _resize(render_batch(ho[1], ho[2], ho[3], 2 * cfg.size, ho[4], ho[0]).float() / 127.5 - 1.0, cfg.size)
     log(f"rendered in {time.time() - t0:.1f}s; training {cfg.epochs} epochs")
     _, a_tr, e_tr, i_tr, _ = tr
     e_tr, i_tr, a_tr = torch.as_tensor(e_tr), torch.as_tensor(i_tr, dtype=torch.float32), torch.as_tensor(a_tr)
@@ -207,9 +222,14 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
         for b in range(0, n, cfg.batch):
             idx = perm[b:b + cfg.batch]
             x = (x_tr[idx].float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
-            if torch.rand((), generator=g) < 0.5:  # mild extra nuisance: brightness/contrast jitter
+            u = float(torch.rand((), generator=g))
+            if u < 0.4:  # mild extra nuisance: brightness/contrast jitter
                 x = (x * (1 + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g))
                      + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g)).clamp(-1, 1)
+            elif u < 0.6:  # blur (down-up resample): generated faces are softer than renders
+                low = int(cfg.size * (0.55 + 0.35 * float(torch.rand((), generator=g))))
+                x = F.interpolate(F.interpolate(x, size=(low, low), mode="area"), size=(cfg.size, cfg.size),
+                                  mode="bilinear", align_corners=False).contiguous(memory_format=torch.channels_last)
             logits, pi, pa = net(x)
             m = cls_tr[idx]
             ce = F.cross_entropy(logits[m], e_tr[idx][m]) if m.any() else logits.sum() * 0
@@ -227,6 +247,10 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
     gallery = np.stack([subject_attributes(s, cfg.seed) for s in gallery_subjects])
     subj_index = [gallery_subjects.index(int(s)) for s in ho[0]]
     report = _evaluate(net, x_ho, ho[2], ho[3], ho[1], gallery, subj_index, np.random.default_rng(cfg.seed))
+    # the same held-out faces rendered at 2x size and pooled (how 128px images are judged)
+    rep2 = _evaluate(net, x_ho2, ho[2], ho[3], ho[1], gallery, subj_index, np.random.default_rng(cfg.seed))
+    for k in ("expression_accuracy", "intensity_mae", "attr_r2_mean", "identity_match_8", f"identity_match_{len(gallery)}"):
+        report[f"{k}_from_{2 * cfg.size}px"] = rep2[k]
     report["train_seconds"] = round(time.time() - t0, 1)
     report["train_images"] = int(n)
     log("held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items() if isinstance(v, float)))
