@@ -61,13 +61,15 @@ class Registry:
 
     def entry(self, kind: str, name: str, where: str | None = None) -> Entry:
         self._check_kind(kind)
+        prefix = f"{where}: " if where else ""
+        if not isinstance(name, str):
+            raise RegistryError(f"{prefix}{kind} name must be a string, got {type(name).__name__} {name!r}")
         try:
             return self._entries[kind][name]
         except KeyError:
             known = sorted(self._entries[kind])
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            prefix = f"{where}: " if where else ""
             raise RegistryError(
                 f"{prefix}unknown {kind} '{name}' (known: {', '.join(known) or 'none'}){hint}"
             ) from None

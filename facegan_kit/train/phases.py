@@ -5,14 +5,40 @@ terms count with which weights; the phases below only follow that plan.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from facegan_kit.errors import NonFiniteLossError
+from facegan_kit.interfaces import check_shape
 from facegan_kit.recipe.schema import D_SLOTS, StageSpec
+from facegan_kit.train.batches import shard_slice
 from facegan_kit.train.context import StepContext
+
+
+@dataclass
+class StepHooks:
+    """How the phases run on this device / in this process group (defaults: plain, one process).
+
+    Attributes:
+        autocast: context factory wrapped around forwards and losses (mixed precision).
+        check_finite: check the losses before each update; False when the caller checks them
+            later in bulk (``train.sync_every``), so the step never waits for the device.
+        reduce_grads: called with an optimiser's parameters after its backward (distributed
+            gradient averaging).
+        any_rank: combines a per-process flag over all processes (skip/stop decisions must agree).
+    """
+
+    autocast: Callable[[], ContextManager] = field(default=contextlib.nullcontext)
+    check_finite: bool = True
+    reduce_grads: Callable[[Iterable[nn.Parameter]], None] | None = None
+    any_rank: Callable[[bool], bool] | None = None
+
+
+PLAIN = StepHooks()
 
 
 @dataclass
@@ -47,16 +73,36 @@ def prior(n: int, z_dim: int, device: torch.device, generator: torch.Generator) 
 
 
 def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
-                  generator: torch.Generator) -> StepContext:
-    """Draw the expression code, get the identity code (encoder or noise), decode."""
+                  generator: torch.Generator, *, shard: tuple[int, int] | None = None,
+                  y_all: Tensor | None = None, batch=None, source=None,
+                  hooks: StepHooks | None = None) -> StepContext:
+    """Draw the expression code, get the identity code (encoder or noise), decode.
+
+    With ``shard = (rank, world_size)``, ``x``/``y`` are this process's slice of a global batch
+    whose labels are ``y_all``: the noise is drawn for the global batch and sliced, so every
+    process consumes the same generator stream. ``batch`` (a :class:`~facegan_kit.train.batches.Batch`)
+    and ``source`` (``index -> unflipped images``) let loss terms cache per-image results: they
+    become ``ctx.sample_index``, ``ctx.sample_flip`` and ``ctx.sample_source``.
+    """
+    hooks = hooks or PLAIN
     dec = models["decoder"]
-    c = models["controller"](y, generator=generator)
-    z_prior = prior(x.shape[0], dec.z_dim, x.device, generator)
-    from_encoder = plan.spec.identity == "encoder"
-    g = models["encoder"](x) if from_encoder else prior(x.shape[0], dec.z_dim, x.device, generator)
-    x_hat = dec(g, c)
-    return StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder,
-                       c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name)
+    n_all = x.shape[0] if shard is None else int(y_all.shape[0])
+    rows = shard_slice(n_all, shard)
+    with hooks.autocast():
+        if shard is None:
+            c = models["controller"](y, generator=generator)
+        else:
+            c = models["controller"](y_all, generator=generator)[rows]
+        z_prior = prior(n_all, dec.z_dim, x.device, generator)[rows]
+        from_encoder = plan.spec.identity == "encoder"
+        g = models["encoder"](x) if from_encoder else prior(n_all, dec.z_dim, x.device, generator)[rows]
+        x_hat = dec(g, c)
+    ctx = StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder,
+                      c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name)
+    ctx.sample_index = getattr(batch, "index", None)
+    ctx.sample_flip = getattr(batch, "flip", None)
+    ctx.sample_source = source
+    return ctx
 
 
 def _weighted(ctx: StepContext, plan: StagePlan, side: str, step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -86,39 +132,41 @@ def check_finite(parts: dict[str, Tensor], step: int) -> str | None:
 
 
 def d_step(ctx: StepContext, plan: StagePlan, opt: torch.optim.Optimizer | None, step: int,
-           on_nonfinite: str = "stop") -> dict[str, Tensor]:
+           on_nonfinite: str = "stop", hooks: StepHooks | None = None) -> dict[str, Tensor]:
     """Update the discriminator-side modules (D_img with its Q head, D_z)."""
     if opt is None or not plan.has_d_step:
         return {}
-    ctx.new_phase()
-    opt.zero_grad(set_to_none=True)
-    total, parts = _weighted(ctx, plan, "d", step)
-    if total is None:
-        return parts
-    if _bad(parts, step, on_nonfinite):
-        return {**parts, "skipped/d": torch.tensor(1.0)}
-    total.backward()
-    opt.step()
-    return parts
+    return _update(ctx, plan, opt, step, on_nonfinite, hooks or PLAIN, "d")
 
 
 def g_step(ctx: StepContext, plan: StagePlan, opt: torch.optim.Optimizer, step: int,
-           on_nonfinite: str = "stop") -> dict[str, Tensor]:
+           on_nonfinite: str = "stop", hooks: StepHooks | None = None) -> dict[str, Tensor]:
     """Update the generator-side modules (encoder, decoder, controller if it learns)."""
+    return _update(ctx, plan, opt, step, on_nonfinite, hooks or PLAIN, "g")
+
+
+def _update(ctx: StepContext, plan: StagePlan, opt: torch.optim.Optimizer, step: int, on_nonfinite: str,
+            hooks: StepHooks, side: str) -> dict[str, Tensor]:
     ctx.new_phase()
     opt.zero_grad(set_to_none=True)
-    total, parts = _weighted(ctx, plan, "g", step)
+    with hooks.autocast():
+        total, parts = _weighted(ctx, plan, side, step)
     if total is None:
         return parts
-    if _bad(parts, step, on_nonfinite):
-        return {**parts, "skipped/g": torch.tensor(1.0)}
+    if hooks.check_finite and _bad(parts, step, on_nonfinite, hooks.any_rank):
+        return {**parts, f"skipped/{side}": torch.ones((), device=total.device)}
     total.backward()
+    if hooks.reduce_grads is not None:
+        hooks.reduce_grads([p for group in opt.param_groups for p in group["params"]])
     opt.step()
     return parts
 
 
-def _bad(parts: dict[str, Tensor], step: int, on_nonfinite: str) -> bool:
+def _bad(parts: dict[str, Tensor], step: int, on_nonfinite: str,
+         any_rank: Callable[[bool], bool] | None = None) -> bool:
     name = check_finite(parts, step)
+    if any_rank is not None and any_rank(name is not None) and name is None:
+        name = "(in another process)"
     if name is None:
         return False
     if on_nonfinite == "skip":
