@@ -33,10 +33,9 @@ def build_editor(checkpoint: str | None, recipe: str | None):
     from facegan_kit.edit import Editor
     from facegan_kit.pm import default_registry
     from facegan_kit.recipe import build_model, load_recipe, validate
-    from facegan_kit.serve.app import load_editor
 
     if checkpoint:
-        return load_editor(checkpoint), f"checkpoint {checkpoint}"
+        return Editor.from_checkpoint(checkpoint), f"checkpoint {checkpoint}"
     path = Path(recipe) if recipe else TINY
     rec = validate(load_recipe(path), default_registry())
     torch.manual_seed(0)

@@ -9,30 +9,17 @@ import torch
 from PIL import Image
 
 from facegan_kit.checkpoint import load_checkpoint, save_checkpoint
-from facegan_kit.cli import main
 from facegan_kit.data.synthetic import render_face, subject_attributes
 
 
-def run(capsys, *args):
-    """``facegan ARGS`` in-process: (exit code, stdout, stderr)."""
-    torch.set_num_threads(1)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(capsys, *args):
-    code, out, err = run(capsys, *args)
+def ok(run, *args):
+    code, out, err = run(*args)
     assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
     return out
 
 
-def fails(capsys, *args):
-    code, out, err = run(capsys, *args)
+def fails(run, *args):
+    code, out, err = run(*args)
     assert code != 0, out
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("facegan: error:"), err
@@ -68,25 +55,25 @@ def faces(tmp_path_factory):
     return paths
 
 
-def test_edit_names_expressions_and_intensities(capsys, ckpt, faces, tmp_path):
+def test_edit_names_expressions_and_intensities(run, ckpt, faces, tmp_path):
     out = tmp_path / "edits"
     base = [ckpt, faces[0], faces[2], "--no-align", "--out", out]
-    text = ok(capsys, "edit", *base, "--expression", "happy", "--intensity", "0.7")
+    text = ok(run, "edit", *base, "--expression", "happy", "--intensity", "0.7")
     a, b = out / "s0_e3_happy_i0.70.png", out / "s1_e3_happy_i0.70.png"
     assert f"wrote {a}" in text and a.is_file() and b.is_file()
     assert pixels(a).shape == (16, 16, 3)
     assert np.abs(pixels(a) - pixels(b)).mean() > 1  # two identities
-    ok(capsys, "edit", *base, "-e", "sad", "--intensity", "0.7")
+    ok(run, "edit", *base, "-e", "sad", "--intensity", "0.7")
     assert np.abs(pixels(a) - pixels(out / "s0_e3_sad_i0.70.png")).mean() > 1
-    ok(capsys, "edit", *base, "-e", "happy", "--intensity", "0")
-    ok(capsys, "edit", *base, "-e", "happy", "--intensity", "1")
+    ok(run, "edit", *base, "-e", "happy", "--intensity", "0")
+    ok(run, "edit", *base, "-e", "happy", "--intensity", "1")
     i0, i1 = pixels(out / "s0_e3_happy_i0.00.png"), pixels(out / "s0_e3_happy_i1.00.png")
     assert np.abs(i0 - i1).mean() > 1
-    ok(capsys, "edit", *base, "-e", "neutral")
+    ok(run, "edit", *base, "-e", "neutral")
     assert np.array_equal(i0, pixels(out / "s0_e3_neutral.png"))  # t = 0 is the neutral code
-    ok(capsys, "edit", *base, "-e", "Surprise", "--level", "3")
+    ok(run, "edit", *base, "-e", "Surprise", "--level", "3")
     assert (out / "s0_e3_surprise_l3.png").is_file()
-    ok(capsys, "edit", *base, "-e", "happy")  # neither: intensity 1, no suffix
+    ok(run, "edit", *base, "-e", "happy")  # neither: intensity 1, no suffix
     assert np.array_equal(pixels(out / "s0_e3_happy.png"), i1)
 
 
@@ -96,28 +83,28 @@ def test_edit_names_expressions_and_intensities(capsys, ckpt, faces, tmp_path):
     (["--expression", "happy", "--intensity", "1.5"], "intensity 1.5"),
     (["--expression", "happy", "--intensity", "0.5", "--level", "2"], "either"),
 ])
-def test_edit_bad_arguments_are_one_line_and_write_nothing(capsys, ckpt, faces, tmp_path, bad, words):
-    line = fails(capsys, "edit", ckpt, faces[0], "--no-align", "--out", tmp_path / "o", *bad)
+def test_edit_bad_arguments_are_one_line_and_write_nothing(run, ckpt, faces, tmp_path, bad, words):
+    line = fails(run, "edit", ckpt, faces[0], "--no-align", "--out", tmp_path / "o", *bad)
     assert words in line
     assert not (tmp_path / "o").exists()
 
 
-def test_edit_refuses_to_overwrite_an_input(capsys, ckpt, faces, tmp_path):
+def test_edit_refuses_to_overwrite_an_input(run, ckpt, faces, tmp_path):
     src = tmp_path / "x.png"
     src.write_bytes(faces[0].read_bytes())
     victim = tmp_path / "x_happy.png"
     victim.write_bytes(faces[1].read_bytes())
     before = victim.read_bytes()
-    line = fails(capsys, "edit", ckpt, src, victim, "--no-align", "-e", "happy", "--out", tmp_path)
+    line = fails(run, "edit", ckpt, src, victim, "--no-align", "-e", "happy", "--out", tmp_path)
     assert "input" in line and victim.read_bytes() == before
 
 
-def test_edit_photo_is_aligned_and_pasted_back(capsys, ckpt, tmp_path):
+def test_edit_photo_is_aligned_and_pasted_back(run, ckpt, tmp_path):
     skdata = pytest.importorskip("skimage.data")
     pytest.importorskip("facenet_pytorch")
     photo = tmp_path / "astronaut.png"
     Image.fromarray(skdata.astronaut()).save(photo)
-    ok(capsys, "edit", ckpt, photo, "-e", "happy", "--level", "5", "--out", tmp_path / "e")
+    ok(run, "edit", ckpt, photo, "-e", "happy", "--level", "5", "--out", tmp_path / "e")
     pasted = pixels(tmp_path / "e" / "astronaut_happy_l5.png")
     face = pixels(tmp_path / "e" / "astronaut_happy_l5_face.png")
     orig = pixels(photo)
@@ -127,31 +114,31 @@ def test_edit_photo_is_aligned_and_pasted_back(capsys, ckpt, tmp_path):
     assert not changed[:20].any() and not changed[-20:].any()  # far from the face: untouched
 
 
-def test_grid_is_five_levels_by_input_six_expressions_neutral(capsys, ckpt, faces, tmp_path):
+def test_grid_is_five_levels_by_input_six_expressions_neutral(run, ckpt, faces, tmp_path):
     out = tmp_path / "grid.png"
-    ok(capsys, "grid", ckpt, faces[0], "--no-align", "--out", out)
+    ok(run, "grid", ckpt, faces[0], "--no-align", "--out", out)
     img = pixels(out)
     cell = img.shape[1] // 8
     assert img.shape[1] == 8 * cell and cell % 16 == 0 and cell >= 64
     from facegan_kit.apps.images import HEADER
 
     assert img.shape[0] == HEADER + 5 * cell
-    ok(capsys, "grid", ckpt, faces[0], "--no-align", "--no-labels", "--out", out)
+    ok(run, "grid", ckpt, faces[0], "--no-align", "--no-labels", "--out", out)
     img = pixels(out)
     assert img.shape[:2] == (5 * cell, 8 * cell)
     cellat = lambda r, c: img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]  # noqa: E731
     assert (cellat(1, 0) == 255).all()  # only the top row shows the input
     assert np.abs(cellat(0, 1) - cellat(0, 4)).mean() > 1  # angry vs happy
     assert np.abs(cellat(0, 4) - cellat(4, 4)).mean() > 1  # happy level 1 vs level 5
-    assert fails(capsys, "grid", ckpt, faces[0], "--no-align", "--out", faces[0])
+    assert fails(run, "grid", ckpt, faces[0], "--no-align", "--out", faces[0])
 
 
-def test_transfer_with_label(capsys, ckpt, faces, tmp_path):
+def test_transfer_with_label(run, ckpt, faces, tmp_path):
     from facegan_kit.apps import load_editor
     from facegan_kit.apps.images import cell_size, load_face
 
     out = tmp_path / "t.png"
-    text = ok(capsys, "transfer", ckpt, "--identity", faces[0], "--expression", faces[3],
+    text = ok(run, "transfer", ckpt, "--identity", faces[0], "--expression", faces[3],
               "--label", "sad", "--no-align", "--out", out)
     assert "sad (given)" in text
     img = pixels(out)
@@ -162,24 +149,24 @@ def test_transfer_with_label(capsys, ckpt, faces, tmp_path):
     recon = ed.decode(ed.encode(x), ed.code("sad"))[0]
     recon = ((recon.permute(1, 2, 0) + 1) * 127.5).round().numpy()
     assert np.abs(result - recon).mean() > 1  # Q's code of B, not A with a full-intensity label
-    line = fails(capsys, "transfer", ckpt, "--identity", faces[0], "--expression", faces[3], "--no-align",
+    line = fails(run, "transfer", ckpt, "--identity", faces[0], "--expression", faces[3], "--no-align",
                  "--out", tmp_path / "u.png")
     assert "--label" in line and "--classifier" in line and not (tmp_path / "u.png").exists()
 
 
-def test_generate_writes_n_faces_and_index(capsys, tiny_checkpoint, tmp_path):
+def test_generate_writes_n_faces_and_index(run, tiny_checkpoint, tmp_path):
     out = tmp_path / "gen"
-    ok(capsys, "generate", tiny_checkpoint, "--n", 7, "--seed", 3, "--out", out)
+    ok(run, "generate", tiny_checkpoint, "--n", 7, "--seed", 3, "--out", out)
     with open(out / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 7 and len(list(out.glob("gen_*.png"))) == 7
     assert all(r["intensity"] == "sampled" and 0 <= int(r["expression"]) < 6 for r in rows)
     assert (out / "sheet.png").is_file()
-    ok(capsys, "generate", tiny_checkpoint, "--n", 3, "-e", "happy", "--intensity", "0.4", "--out", tmp_path / "g2")
+    ok(run, "generate", tiny_checkpoint, "--n", 3, "-e", "happy", "--intensity", "0.4", "--out", tmp_path / "g2")
     with open(tmp_path / "g2" / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["expression_name"], r["intensity"]) for r in rows] == [("happy", "0.4000")] * 3
-    assert "intensity 2.0" in fails(capsys, "generate", tiny_checkpoint, "--n", 2, "--intensity", 2,
+    assert "intensity 2.0" in fails(run, "generate", tiny_checkpoint, "--n", 2, "--intensity", 2,
                                     "--out", tmp_path / "g3")
 
 
@@ -195,9 +182,9 @@ def gallery(ckpt, tmp_path_factory):
     return out
 
 
-def test_retrieve_by_pixel_finds_the_query_first(capsys, ckpt, gallery, tmp_path):
+def test_retrieve_by_pixel_finds_the_query_first(run, ckpt, gallery, tmp_path):
     q = gallery / "gen_00005.png"
-    text = ok(capsys, "retrieve", ckpt, "--query", q, "--gallery", gallery, "--by", "pixel", "--k", 4,
+    text = ok(run, "retrieve", ckpt, "--query", q, "--gallery", gallery, "--by", "pixel", "--k", 4,
               "--no-align", "--out", tmp_path / "r.png")
     ranked = [ln.split("\t") for ln in text.splitlines() if "\t" in ln]
     assert len(ranked) == 4 and ranked[0][3].endswith("gen_00005.png") and float(ranked[0][1]) == 0.0
@@ -205,18 +192,18 @@ def test_retrieve_by_pixel_finds_the_query_first(capsys, ckpt, gallery, tmp_path
     assert pixels(tmp_path / "r.png").shape[1] == 5 * 64
 
 
-def test_retrieve_by_code_and_label_use_index_labels(capsys, ckpt, gallery, tmp_path):
+def test_retrieve_by_code_and_label_use_index_labels(run, ckpt, gallery, tmp_path):
     q = gallery / "gen_00002.png"
-    text = ok(capsys, "retrieve", ckpt, "--query", q, "--gallery", gallery, "--by", "code", "--no-align",
+    text = ok(run, "retrieve", ckpt, "--query", q, "--gallery", gallery, "--by", "code", "--no-align",
               "--out", tmp_path / "c.png")
     ranked = [ln.split("\t") for ln in text.splitlines() if "\t" in ln]
     assert ranked[0][3].endswith("gen_00002.png") and float(ranked[0][1]) < 1e-4
-    text = ok(capsys, "retrieve", ckpt, "--query", faces_dummy(tmp_path), "--gallery", gallery, "--by", "label",
+    text = ok(run, "retrieve", ckpt, "--query", faces_dummy(tmp_path), "--gallery", gallery, "--by", "label",
               "--label", "happy", "--k", 12, "--no-align", "--out", tmp_path / "l.png")
     labels = [ln.split("\t")[2] for ln in text.splitlines() if "\t" in ln]
     n_happy = labels.count("happy")
     assert labels[:n_happy] == ["happy"] * n_happy and "happy" not in labels[n_happy:]
-    assert "--label" in fails(capsys, "retrieve", ckpt, "--query", faces_dummy(tmp_path), "--gallery", gallery,
+    assert "--label" in fails(run, "retrieve", ckpt, "--query", faces_dummy(tmp_path), "--gallery", gallery,
                               "--by", "code", "--no-align", "--out", tmp_path / "x.png")
 
 
@@ -227,14 +214,14 @@ def faces_dummy(tmp_path):
     return p
 
 
-def test_tsne_writes_a_png(capsys, ckpt, tmp_path):
+def test_tsne_writes_a_png(run, ckpt, tmp_path):
     from facegan_kit.data.synthetic import SyntheticConfig, write_dataset
 
     data = write_dataset(tmp_path / "syn", SyntheticConfig(subjects=4, size=16, frames=1, test_subjects=1))
-    ok(capsys, "tsne", ckpt, "--data", data, "--out", tmp_path / "tsne.png")
+    ok(run, "tsne", ckpt, "--data", data, "--out", tmp_path / "tsne.png")
     img = Image.open(tmp_path / "tsne.png")
     assert img.format == "PNG" and min(img.size) >= 300
-    assert "subject" in fails(capsys, "tsne", ckpt, "--data", faces_dir(tmp_path), "--out", tmp_path / "t2.png")
+    assert "subject" in fails(run, "tsne", ckpt, "--data", faces_dir(tmp_path), "--out", tmp_path / "t2.png")
 
 
 def faces_dir(tmp_path):
@@ -245,8 +232,8 @@ def faces_dir(tmp_path):
     return d
 
 
-def test_every_command_help_has_an_example(capsys):
+def test_every_command_help_has_an_example(run):
     for cmd in ("edit", "grid", "transfer", "generate", "retrieve", "tsne", "augment-experiment",
                 "embed", "data", "weights"):
-        text = ok(capsys, cmd, "--help")
+        text = ok(run, cmd, "--help")
         assert "facegan " + cmd.split()[0] in text, cmd

@@ -4,26 +4,12 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import torch
 from PIL import Image
 
-from facegan_kit.cli import main
 
-
-def run(capsys, *args):
-    torch.set_num_threads(1)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_data_synthetic_writes_index_and_sheet(capsys, tmp_path):
+def test_data_synthetic_writes_index_and_sheet(run, tmp_path):
     out = tmp_path / "syn"
-    code, text, err = run(capsys, "data", "synthetic", "--out", out, "--subjects", 3, "--size", 16)
+    code, text, err = run("data", "synthetic", "--out", out, "--subjects", 3, "--size", 16)
     assert code == 0, text + err
     with open(out / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -34,8 +20,8 @@ def test_data_synthetic_writes_index_and_sheet(capsys, tmp_path):
     assert (out / "contact_sheet.png").is_file()
 
 
-def test_data_synthetic_bad_size_is_rejected(capsys, tmp_path):
-    code, _, err = run(capsys, "data", "synthetic", "--out", tmp_path / "s", "--size", 8)
+def test_data_synthetic_bad_size_is_rejected(run, tmp_path):
+    code, _, err = run("data", "synthetic", "--out", tmp_path / "s", "--size", 8)
     assert code != 0 and "size" in err and not (tmp_path / "s").exists()
 
 
@@ -50,10 +36,10 @@ def _tree(root):
     (root / "happy" / "broken.png").write_bytes(b"not a png")
 
 
-def test_data_prepare_no_align_summary_and_failures(capsys, tmp_path):
+def test_data_prepare_no_align_summary_and_failures(run, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     _tree(src)
-    code, text, err = run(capsys, "data", "prepare", src, out, "--layout", "folder", "--no-align",
+    code, text, err = run("data", "prepare", src, out, "--layout", "folder", "--no-align",
                           "--size", 16, "--frames", "all")
     assert code == 0, text + err
     assert text.startswith("prepared ") and "skipped 1" in text and "not_an_image" in text
@@ -64,9 +50,9 @@ def test_data_prepare_no_align_summary_and_failures(capsys, tmp_path):
     empty = tmp_path / "empty" / "happy"
     empty.mkdir(parents=True)
     (empty / "x.png").write_bytes(b"")
-    code, text, err = run(capsys, "data", "prepare", tmp_path / "empty", tmp_path / "o2", "--layout", "folder",
+    code, text, err = run("data", "prepare", tmp_path / "empty", tmp_path / "o2", "--layout", "folder",
                           "--no-align")
     assert code != 0 and "prepared 0/" in text and "nothing could be prepared" in err
     # the output may not be the source
-    code, _, err = run(capsys, "data", "prepare", src, src, "--layout", "folder", "--no-align")
+    code, _, err = run("data", "prepare", src, src, "--layout", "folder", "--no-align")
     assert code != 0 and err.count("\n") == 1 and "input" in err

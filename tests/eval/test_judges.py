@@ -18,13 +18,7 @@ from facegan_kit.eval.judges import (JUDGE_CLASSES, REALISM_METRIC_KEY, Expressi
 has = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny CPU workloads: intra-op threading only adds contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _to_pm1(u8_hwc: np.ndarray) -> torch.Tensor:

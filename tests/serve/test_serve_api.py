@@ -6,7 +6,6 @@ import io
 import json
 import re
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,15 +24,11 @@ PIXEL_CAP = 1_000_000
 # -- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint):
-    srv = make_server(tiny_checkpoint, host="127.0.0.1", port=0, quiet=True,
-                      limits=ServeLimits(max_upload_bytes=UPLOAD_CAP, max_pixels=PIXEL_CAP, max_sessions=16))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+def server(tiny_checkpoint, serving):
+    with serving(make_server(tiny_checkpoint, host="127.0.0.1", port=0, quiet=True,
+                             limits=ServeLimits(max_upload_bytes=UPLOAD_CAP, max_pixels=PIXEL_CAP,
+                                                max_sessions=16))) as srv:
+        yield srv
 
 
 def face_png(subject: int = 3, expression: int = 6, intensity: float = 0.0, size: int = 64) -> bytes:
@@ -334,16 +329,11 @@ class EchoEditor(Editor):
 
 
 @pytest.fixture(scope="module")
-def echo_server(server):
+def echo_server(server, serving):
     base = server.service.editor
-    srv = make_server(EchoEditor(models=base.models, recipe=base.recipe, device=base.device, meta=base.meta),
-                      host="127.0.0.1", port=0, quiet=True)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(make_server(EchoEditor(models=base.models, recipe=base.recipe, device=base.device, meta=base.meta),
+                             host="127.0.0.1", port=0, quiet=True)) as srv:
+        yield srv
 
 
 @pytest.mark.parametrize("which", ["tiny", "echo"])

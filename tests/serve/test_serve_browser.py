@@ -11,7 +11,6 @@ import io
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +59,9 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def live_server(tiny_checkpoint):
-    srv = make_server(tiny_checkpoint, host="127.0.0.1", port=0, quiet=True)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+def live_server(tiny_checkpoint, serving):
+    with serving(make_server(tiny_checkpoint, host="127.0.0.1", port=0, quiet=True)) as srv:
+        yield srv
 
 
 def _img_bytes(driver, element_id: str) -> bytes:
