@@ -28,7 +28,32 @@ TOP_LEVEL = ("recipe", "data", "model", "losses", "train", "stages")
 
 @dataclass
 class TrainSpec:
-    """``[train]``: run-wide settings."""
+    """``[train]``: run-wide settings.
+
+    Speed options (``facegan_kit.train.speed`` applies them; every ``"auto"`` is a fast choice on
+    CUDA and a no-op on the CPU, so CPU runs stay bit-identical to plain fp32 eager training):
+
+    - ``precision``: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"`` or ``"bf16"``
+      (autocast to bfloat16 for the forward passes and losses; weights, optimiser state and
+      gradients stay fp32; bf16 on the CPU works but is rarely faster).
+    - ``channels_last``: ``"auto"`` (on CUDA), ``"on"`` or ``"off"``: NHWC memory format for the
+      models and the image batches (faster convolutions on tensor cores).
+    - ``fused_adam``: ``"auto"`` (on CUDA), ``"on"`` or ``"off"``: the fused Adam kernel.
+    - ``cudnn_benchmark``: let cuDNN pick the fastest convolution algorithms (CUDA only).
+    - ``compile``: ``torch.compile`` every model slot (opt-in; the first steps of each stage
+      are slow while it compiles; the checkpoint keys are unchanged).
+    - ``sync_every``: read the losses back and check them for NaN/inf every N steps instead of
+      every step, so the hot loop never waits for the device (``0`` = auto: 1 on the CPU, 20 on
+      CUDA). Logged values are identical; a non-finite loss is reported with the step where it
+      happened, and a checkpoint is only written after a check, so it is never corrupted.
+      ``on_nonfinite = "skip"`` needs the check before each update, so there it still syncs
+      every step.
+    - ``resident``: ``"auto"`` (on CUDA when the uint8 training images take at most a quarter of
+      the free device memory), ``"on"`` or ``"off"``: keep the whole training split on the
+      device, so batches are gathered, flipped and scaled there without host copies.
+    - ``sync_batchnorm``: with more than one process (torchrun), normalise BatchNorm layers
+      over the global batch instead of each process's slice (one all-reduce per BN layer).
+    """
 
     seed: int = 0
     device: str = "auto"
@@ -40,6 +65,24 @@ class TrainSpec:
     num_threads: int = 0
     on_nonfinite: str = "stop"
     eval_subjects: str = "test"
+    precision: str = "auto"
+    channels_last: str = "auto"
+    fused_adam: str = "auto"
+    cudnn_benchmark: bool = True
+    compile: bool = False
+    sync_every: int = 0
+    resident: str = "auto"
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {"precision": ("auto", "fp32", "bf16"), "channels_last": ("auto", "on", "off"),
+                   "fused_adam": ("auto", "on", "off"), "resident": ("auto", "on", "off")}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise RecipeError(f"train.{name}: {value!r} must be one of {', '.join(map(repr, allowed))}")
+        if self.sync_every < 0:
+            raise RecipeError(f"train.sync_every: must be >= 0 (0 = auto), got {self.sync_every}")
 
 
 @dataclass

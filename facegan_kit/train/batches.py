@@ -38,13 +38,74 @@ def hash_seed(*parts: int) -> int:
     return h
 
 
+class Batch(tuple):
+    """``(x, y, labels)`` (unpacks like a 3-tuple) that also says which images its rows are.
+
+    Attributes:
+        index: ``(n,)`` int64 dataset indices of the rows (CPU), e.g. for feature caches.
+        flip: ``(n,)`` bool on the device, whether each row was mirrored (None: no flipping).
+        y_all: one-hot labels of the whole global batch when this is one process's slice of it
+            (distributed training), else ``y``.
+    """
+
+    index: Tensor
+    flip: Tensor | None
+    y_all: Tensor
+
+    def __new__(cls, x: Tensor, y: Tensor, labels: Tensor, index: Tensor, flip: Tensor | None,
+                y_all: Tensor | None = None) -> "Batch":
+        obj = super().__new__(cls, (x, y, labels))
+        obj.index, obj.flip, obj.y_all = index, flip, (y if y_all is None else y_all)
+        return obj
+
+    @property
+    def x(self) -> Tensor:
+        return self[0]
+
+    @property
+    def y(self) -> Tensor:
+        return self[1]
+
+
+def shard_slice(n: int, shard: tuple[int, int] | None) -> slice:
+    """This process's rows of a global batch of ``n``: ``shard = (rank, world_size)``; contiguous
+    equal slices (the caller checks that ``world_size`` divides ``n``)."""
+    if shard is None:
+        return slice(0, n)
+    rank, world = shard
+    b = n // world
+    return slice(rank * b, (rank + 1) * b)
+
+
+def images_at(split: FaceSplit, index: Tensor, device: torch.device) -> Tensor:
+    """Unflipped float images ``[-1,1]`` of ``index`` on ``device`` (as :func:`make_batch` makes them)."""
+    return to_float(split.images[index.to(split.images.device)].to(device, non_blocking=True))
+
+
 def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classes: int,
-               flip: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-    """(x float [-1,1] on device, one-hot y, labels) with optional random horizontal flip."""
-    x = to_float(split.images[index].to(device, non_blocking=True))
-    labels = split.expression[index].to(device)
+               flip: bool, generator: torch.Generator | None, *, shard: tuple[int, int] | None = None,
+               channels_last: bool = False) -> Batch:
+    """(x float [-1,1] on device, one-hot y, labels) with optional random horizontal flip.
+
+    ``index`` is the global batch; with ``shard = (rank, world_size)`` only this process's slice
+    is gathered, while the flip mask is drawn for the whole global batch (so every process's
+    generator stays in step, and the run does not depend on the number of processes). The
+    images are gathered, scaled and flipped where ``split.images`` lives and on ``device``
+    (both the device when the dataset is resident there). Returns a :class:`Batch`.
+    """
+    n_all = index.shape[0]
+    rows = shard_slice(n_all, shard)
+    local = index[rows]
+    x = images_at(split, local, device)
+    labels_all = split.expression[index.to(split.expression.device)].to(device)
+    labels = labels_all[rows]
+    mask = None
     if flip:
-        mask = torch.rand(x.shape[0], generator=generator, device=generator.device if generator else "cpu") < 0.5
-        x = torch.where(mask.to(device)[:, None, None, None], x.flip(-1), x)
-    y = torch.nn.functional.one_hot(labels, num_classes).float()
-    return x, y, labels
+        mask_all = torch.rand(n_all, generator=generator, device=generator.device if generator else "cpu") < 0.5
+        mask = mask_all[rows].to(device)
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y_all = torch.nn.functional.one_hot(labels_all, num_classes).float()
+    y = y_all[rows] if shard is not None else y_all
+    return Batch(x, y, labels, local, mask, y_all)

@@ -88,15 +88,20 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
     dec = models["decoder"]
     n_all = x.shape[0] if shard is None else int(y_all.shape[0])
     rows = shard_slice(n_all, shard)
+    n = x.shape[0]
     with hooks.autocast():
         if shard is None:
             c = models["controller"](y, generator=generator)
         else:
             c = models["controller"](y_all, generator=generator)[rows]
+        check_shape("model.controller", c, (n, getattr(dec, "code_dim", None)))
         z_prior = prior(n_all, dec.z_dim, x.device, generator)[rows]
         from_encoder = plan.spec.identity == "encoder"
-        g = models["encoder"](x) if from_encoder else prior(n_all, dec.z_dim, x.device, generator)[rows]
-        x_hat = dec(g, c)
+        if from_encoder:
+            g = check_shape("model.encoder", models["encoder"](x), (n, dec.z_dim))
+        else:
+            g = prior(n_all, dec.z_dim, x.device, generator)[rows]
+        x_hat = check_shape("model.decoder", dec(g, c), tuple(x.shape))
     ctx = StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder,
                       c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name)
     ctx.sample_index = getattr(batch, "index", None)
