@@ -82,6 +82,22 @@ def images_at(split: FaceSplit, index: Tensor, device: torch.device) -> Tensor:
     return to_float(split.images[index.to(split.images.device)].to(device, non_blocking=True))
 
 
+class ImageSource:
+    """``source(index) -> unflipped float images`` of a split on a device, as :func:`make_batch`
+    makes them (``len(source)`` = number of images). Loss terms use it to compute per-image
+    results in a fixed grouping (see the identity loss's feature cache)."""
+
+    def __init__(self, split: FaceSplit, device: torch.device, channels_last: bool = False) -> None:
+        self.split, self.device, self.channels_last = split, torch.device(device), channels_last
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __call__(self, index: Tensor) -> Tensor:
+        x = images_at(self.split, index, self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
 def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classes: int,
                flip: bool, generator: torch.Generator | None, *, shard: tuple[int, int] | None = None,
                channels_last: bool = False) -> Batch:

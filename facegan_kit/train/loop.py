@@ -24,10 +24,10 @@ from facegan_kit.errors import CheckpointError, FaceganError, NonFiniteLossError
 from facegan_kit.pm import default_registry
 from facegan_kit.recipe import build_dataset, build_losses, build_model, load_recipe, validate
 from facegan_kit.recipe.schema import Recipe
-from facegan_kit.train.batches import batch_indices, hash_seed, images_at, make_batch, stage_steps
+from facegan_kit.train.batches import ImageSource, batch_indices, hash_seed, make_batch, stage_steps
 from facegan_kit.train.distributed import DistContext, convert_sync_batchnorm, init_distributed
 from facegan_kit.train.phases import StagePlan, StepHooks, d_step, forward_phase, g_step, plan_stage
-from facegan_kit.train.speed import apply_backends, apply_to_models, prepare_images, resolve_speed
+from facegan_kit.train.speed import apply_backends, apply_to_models, resolve_speed
 from facegan_kit.train.report import JsonlLog, plot_losses, sample_grid
 from facegan_kit.train.state import TrainState
 
@@ -114,9 +114,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
     if speed.resident:
         split = FaceSplit(split.images.to(dev), split.expression.to(dev), split.subject, split.extra)
 
-    def source(index: torch.Tensor) -> torch.Tensor:  # unflipped real images, for feature caches
-        return prepare_images(images_at(split, index, dev), speed)
-
+    source = ImageSource(split, dev, speed.channels_last)  # real images for per-image caches
     gen = torch.Generator(device=dev).manual_seed(spec.seed)
     state = TrainState(models=models, generator=gen)
     if dctx.enabled:

@@ -62,6 +62,14 @@ class IdentityLoss(nn.Module):
             ``input_size`` parameter (e.g. ``vggface``: 224 as in the paper, 128 to go faster);
             otherwise both images are bilinearly resized to it before the backbone. ``None``:
             the backbone's default.
+        cache_real: reuse the real images' features: the backbone is frozen, so the features
+            of training image ``i`` (mirrored or not) never change. When the trainer says which
+            dataset images a batch holds (``ctx.sample_index``, ``ctx.sample_flip``,
+            ``ctx.sample_source``), they are computed once per (image, flip), in fixed chunks of
+            the dataset order (so a resumed run computes exactly the same values), and kept on the
+            images' device. Halves the backbone work per step after the first epoch.
+        cache_mb: the cache's memory budget in MiB; a dataset whose features do not fit is not
+            cached (e.g. VGG-Face's early layers at 224 px, about 25 MB per image).
 
     Shape:
         - ``forward(x_hat, x)``: two ``(N, 3, S, S)`` images in ``[-1, 1]`` -> scalar.
@@ -77,10 +85,17 @@ class IdentityLoss(nn.Module):
         layer_weights: Sequence[float] | None = None,
         registry: Any = None,
         input_size: int | None = None,
+        cache_real: bool = True,
+        cache_mb: int = 2048,
     ) -> None:
         super().__init__()
         if input_size is not None and input_size < 1:
             raise ValueError(f"identity: input_size must be >= 1, got {input_size}")
+        if cache_mb < 0:
+            raise ValueError(f"identity: cache_mb must be >= 0, got {cache_mb}")
+        self.cache_real = bool(cache_real)
+        self.cache_mb = int(cache_mb)
+        self.__dict__["_cache"] = None  # _RealFeatureCache of the current image source
         self.backbone_name = backbone
         self.backbone_weights = backbone_weights
         self.layer_weights = None if layer_weights is None else [float(w) for w in layer_weights]
@@ -132,15 +147,29 @@ class IdentityLoss(nn.Module):
         return list(net.features(x))
 
     # -- loss ---------------------------------------------------------------------------------
-    def real_features(self, x: Tensor, key: Any = None) -> list[Tensor]:
+    def real_features(self, x: Tensor, key: Any = None, source: Any = None) -> list[Tensor]:
         """Backbone features of real images, without gradient.
 
-        ``key`` identifies the images for a future cache. TODO: cache per (image id, flip) so a
-        trainer computes the real side once per epoch instead of once per step; for now this
-        always computes.
+        ``key = (index, flip)``: the dataset indices (CPU int64) of ``x``'s rows and their flip
+        mask (bool, or None for no flipping); ``source``: ``source(index) -> unflipped images``
+        with ``len(source)`` images (:class:`facegan_kit.train.batches.ImageSource`). With both
+        (and ``cache_real``) the features come from the cache; otherwise they are computed.
         """
+        if self.cache_real and source is not None and isinstance(key, tuple) and len(key) == 2:
+            cache = self._cache_for(source, x.device if x is not None else getattr(source, "device", "cpu"))
+            if cache is not None:
+                feats = cache.lookup(key[0], key[1])
+                if feats is not None:
+                    return feats
         with torch.no_grad():
             return [f.detach() for f in self._features(x)]
+
+    def _cache_for(self, source: Any, device: torch.device) -> "_RealFeatureCache | None":
+        cache = self._cache
+        if cache is None or cache.source is not source or cache.device != device:
+            cache = _RealFeatureCache(self, source, device, self.cache_mb * 2**20)
+            self.__dict__["_cache"] = cache
+        return None if cache.disabled else cache
 
     def forward(self, x_hat: Tensor, x: Tensor, real_features: Sequence[Tensor] | None = None) -> Tensor:
         if x_hat.shape != x.shape:
@@ -149,4 +178,56 @@ class IdentityLoss(nn.Module):
         return identity_feature_loss(self._features(x_hat), real, self.layer_weights)
 
     def g_loss(self, ctx: StepContext) -> Tensor:
-        return self(ctx.x_hat, ctx.x)
+        index, source = getattr(ctx, "sample_index", None), getattr(ctx, "sample_source", None)
+        if index is None or source is None:
+            return self(ctx.x_hat, ctx.x)
+        real = self.real_features(ctx.x, key=(index, getattr(ctx, "sample_flip", None)), source=source)
+        return self(ctx.x_hat, ctx.x, real_features=real)
+
+
+class _RealFeatureCache:
+    """Backbone features of every (dataset image, flip) of one image source, filled lazily in
+    chunks of ``CHUNK`` consecutive dataset indices (both flips at once), so the values never
+    depend on which batch first needed an image. Lives on ``device``; never in a state_dict."""
+
+    CHUNK = 64
+
+    def __init__(self, loss: IdentityLoss, source: Any, device: torch.device, budget: int) -> None:
+        self.loss, self.source, self.device, self.budget = loss, source, torch.device(device), budget
+        self.n = len(source)
+        self.filled = torch.zeros((self.n + self.CHUNK - 1) // self.CHUNK, dtype=torch.bool)
+        self.store: list[Tensor] | None = None  # per layer (N, 2, C, H, W)
+        self.disabled = self.n == 0 or budget <= 0
+        self.computed = 0  # images pushed through the backbone (both flips count), for benchmarks
+
+    def lookup(self, index: Tensor, flip: Tensor | None) -> list[Tensor] | None:
+        index = torch.as_tensor(index).to("cpu", torch.long)
+        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= self.n:
+            return None
+        for chunk in torch.unique(index // self.CHUNK).tolist():
+            if not self.filled[chunk]:
+                self._fill(chunk)
+                if self.disabled:
+                    return None
+        rows = index.to(self.device, non_blocking=True)
+        col = torch.zeros_like(rows) if flip is None else flip.to(self.device).long().reshape(-1)
+        return [s[rows, col] for s in self.store]
+
+    def _fill(self, chunk: int) -> None:
+        ids = torch.arange(chunk * self.CHUNK, min((chunk + 1) * self.CHUNK, self.n))
+        with torch.no_grad():
+            images = self.source(ids).to(self.device)
+            plain = [f.detach() for f in self.loss._features(images)]
+            mirrored = [f.detach() for f in self.loss._features(images.flip(-1))]
+        self.computed += 2 * len(ids)
+        if self.store is None:
+            per_image = sum(f[0].numel() * f.element_size() for f in plain) * 2
+            if per_image * self.n > self.budget:
+                self.disabled = True
+                return
+            self.store = [torch.empty((self.n, 2, *f.shape[1:]), dtype=f.dtype, device=self.device)
+                          for f in plain]
+        for s, a, b in zip(self.store, plain, mirrored):
+            s[ids.to(self.device), 0] = a.to(s.dtype)
+            s[ids.to(self.device), 1] = b.to(s.dtype)
+        self.filled[chunk] = True
