@@ -77,29 +77,10 @@ KEY_SOURCE = {
 
 # -- loading ---------------------------------------------------------------------------------
 def load_editor(path: str | Path, device: str = "cpu"):
-    """:meth:`Editor.from_checkpoint` that also accepts checkpoints whose parameter-free slots
-    (e.g. the ``fctrl`` controller) rightly hold no tensors (the strict loader refuses them)."""
-    from facegan_kit.checkpoint import load_checkpoint
+    """:meth:`Editor.from_checkpoint` (kept as a name other modules import)."""
     from facegan_kit.edit import Editor
-    from facegan_kit.pm import default_registry
-    from facegan_kit.recipe import build_model, validate
-    from facegan_kit.train.state import load_model_weights
 
-    try:
-        return Editor.from_checkpoint(path, device=device)
-    except CheckpointError as exc:
-        if "has no weights for model." not in str(exc):
-            raise
-    tensors, meta = load_checkpoint(path)
-    recipe = validate(meta["recipe"], default_registry())
-    models = build_model(recipe, default_registry())
-    stateful = torch.nn.ModuleDict({k: m for k, m in models.items() if m.state_dict()})
-    load_model_weights(stateful, tensors, str(path))
-    dev = torch.device(device)
-    models.to(dev).eval()
-    for p in models.parameters():
-        p.requires_grad_(False)
-    return Editor(models=models, recipe=recipe, device=dev, meta=meta)
+    return Editor.from_checkpoint(path, device=device)
 
 
 def data_table(recipe, data: str | Path | None) -> dict[str, Any]:
