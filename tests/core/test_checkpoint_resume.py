@@ -62,7 +62,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
 def test_sigkill_then_resume_matches(tmp_path):
     """Kill a real training process at a random moment; --resume reproduces the losses."""
-    reference = train(TINY, tmp_path / "ref", overrides=["train.checkpoint_every=1"], progress=False)
+    train(TINY, tmp_path / "ref", overrides=["train.checkpoint_every=1"], progress=False)
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "facegan_kit", "train", str(TINY), "--out", str(out), "--quiet",
            "--set", "train.checkpoint_every=1", "--set", "stages.2.steps=40"]
