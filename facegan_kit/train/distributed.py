@@ -128,11 +128,14 @@ class DistContext:
                     t.copy_(tmp)
 
     def average_buffers(self, models: nn.Module) -> None:
-        """Average floating-point buffers (BatchNorm running statistics) over the processes, so
-        that what rank 0 saves reflects every slice; training-mode forwards do not read them."""
+        """Average the running statistics of (unsynchronised) BatchNorm layers over the processes,
+        so that what rank 0 saves reflects every slice; training-mode forwards do not read them.
+        Synchronised layers already agree everywhere."""
         if not self.enabled:
             return
-        bufs = [b for b in models.buffers() if b.is_floating_point()]
+        bufs = [b for m in models.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, (nn.SyncBatchNorm, GlooSyncBatchNorm))
+                for b in (m.running_mean, m.running_var) if b is not None]
         if not bufs:
             return
         with torch.no_grad():
