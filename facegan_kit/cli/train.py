@@ -43,7 +43,12 @@ def train_cmd(recipe, overrides, out, device, max_steps, resume, dry_run, quiet)
     if resume is None and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         click.echo(f"note: {out} already has checkpoints; they are kept (use --resume {out}/checkpoints to continue)",
                    err=True)
-    result = train(rec, out, device=device, max_steps=max_steps, resume=resume, progress=not quiet)
+    import os
+
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    result = train(rec, out, device=device, max_steps=max_steps, resume=resume, progress=not quiet and rank0)
+    if not rank0:
+        return
     speed = ", ".join(f"{k} {v:.0f} img/s" for k, v in result.images_per_second.items())
     state = "finished" if result.finished else f"stopped at step {result.global_step}"
     click.echo(f"{state} in {result.seconds:.0f}s ({speed}); checkpoint: {result.checkpoint}")

@@ -23,6 +23,7 @@ class StepContext:
         x_hat: decoded images ``(N,3,S,S)``.
         z_prior: a sample of the identity prior ``(N,Z)`` for D_z.
         stage: the stage name.
+        sample_index, sample_flip, sample_source: where the batch came from (feature caches).
     """
 
     models: dict[str, nn.Module]
@@ -35,6 +36,11 @@ class StepContext:
     z_prior: Tensor
     stage: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
+    #: dataset indices, flip mask and an unflipped-image source of this batch (lets frozen-network
+    #: features of real images be cached per (image, flip); see ``plugins/losses/identity.py``)
+    sample_index: Tensor | None = None
+    sample_flip: Tensor | None = None
+    sample_source: Any = None
 
     def memo(self, key: str, fn):
         """Compute ``fn()`` once per step and phase (e.g. one D(x_hat) forward shared by the

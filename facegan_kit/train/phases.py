@@ -103,10 +103,9 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
             g = prior(n_all, dec.z_dim, x.device, generator)[rows]
         x_hat = check_shape("model.decoder", dec(g, c), tuple(x.shape))
     ctx = StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder,
-                      c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name)
-    ctx.sample_index = getattr(batch, "index", None)
-    ctx.sample_flip = getattr(batch, "flip", None)
-    ctx.sample_source = source
+                      c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name,
+                      sample_index=getattr(batch, "index", None), sample_flip=getattr(batch, "flip", None),
+                      sample_source=source)
     return ctx
 
 
