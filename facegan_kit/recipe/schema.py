@@ -59,6 +59,9 @@ class TrainSpec:
     device: str = "auto"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    #: a logged loss (e.g. ``g/l1``); ``best.safetensors`` is the checkpoint with its lowest mean
+    #: over the steps since the previous checkpoint ("" = no best checkpoint)
+    best_metric: str = "g/l1"
     sample_every: int = 200
     log_every: int = 10
     flip: bool = True

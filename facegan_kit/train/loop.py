@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from facegan_kit.checkpoint import checkpoint_name, load_checkpoint, prune_checkpoints
+from facegan_kit.checkpoint import atomic_write_bytes, checkpoint_name, load_checkpoint, prune_checkpoints
 from facegan_kit.data.base import FaceSplit
 from facegan_kit.errors import CheckpointError, FaceganError, NonFiniteLossError
 from facegan_kit.pm import default_registry
@@ -147,14 +147,25 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
     speeds: dict[str, float] = {}
     last_ckpt = None
     stopped_early = False
-    pending = _Pending(dctx, log, deferred_check=not hooks.check_finite and spec.on_nonfinite == "stop")
+    pending = _Pending(dctx, log, deferred_check=not hooks.check_finite and spec.on_nonfinite == "stop",
+                       score_key=spec.best_metric)
+
+    if r_meta is not None and "best" in r_meta:
+        state.extra_meta["best"] = r_meta["best"]
 
     def checkpoint() -> Path:
         pending.flush()
         dctx.average_buffers(models)
         path = ckpt_dir / checkpoint_name(state.global_step)
         if main:
+            score = pending.take_score()
+            best = state.extra_meta.get("best")
+            improved = score is not None and (best is None or score < best["value"])
+            if improved:
+                state.extra_meta["best"] = {"metric": spec.best_metric, "value": score, "step": state.global_step}
             path = _checkpoint(state, recipe_obj, ckpt_dir, spec.keep_checkpoints)
+            if improved:  # the best checkpoint survives pruning; written atomically like any other
+                atomic_write_bytes(out / "best.safetensors", path.read_bytes())
         return path
 
     while state.stage < len(plans):
@@ -222,10 +233,18 @@ class _Pending:
     check is deferred, raises :class:`NonFiniteLossError` for the first bad step.
     """
 
-    def __init__(self, dctx: DistContext, log: JsonlLog | None, deferred_check: bool) -> None:
+    def __init__(self, dctx: DistContext, log: JsonlLog | None, deferred_check: bool, score_key: str = "") -> None:
         self.dctx, self.log, self.deferred_check = dctx, log, deferred_check
         self.steps: list[tuple[int, str, dict[str, torch.Tensor], bool]] = []
         self.bar = None
+        self.score_key = score_key
+        self.score_sum, self.score_n = 0.0, 0
+
+    def take_score(self) -> float | None:
+        """Mean of ``train.best_metric`` over the steps since the last call (None if unlogged)."""
+        mean = self.score_sum / self.score_n if self.score_n else None
+        self.score_sum, self.score_n = 0.0, 0
+        return mean
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -250,6 +269,9 @@ class _Pending:
         for step, stage, parts, is_log in steps:
             vals = dict(zip(parts.keys(), host[pos:pos + len(parts)]))
             pos += len(parts)
+            if self.score_key in vals and math.isfinite(vals[self.score_key]):
+                self.score_sum += vals[self.score_key]
+                self.score_n += 1
             if self.deferred_check:
                 bad = next((k for k, v in vals.items() if not math.isfinite(v)), None)
                 if bad is not None:

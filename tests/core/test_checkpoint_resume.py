@@ -118,3 +118,25 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_resume_with_other_model_is_refused(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="different \\[model\\]"):
         train(TINY, tmp_path / "x", overrides=["model.z_dim=9"], resume=tiny_checkpoint, progress=False)
+
+
+def test_best_checkpoint_is_kept(tmp_path):
+    run = train(TINY, tmp_path / "run", overrides=["train.keep_checkpoints=1"], progress=False)
+    best = tmp_path / "run" / "best.safetensors"
+    assert best.is_file()
+    _, meta = load_checkpoint(best)
+    _, final_meta = load_checkpoint(run.checkpoint)
+    assert meta["best"]["metric"] == "g/l1" and meta["best"]["step"] == meta["global_step"]
+    # the best is the lowest mean of g/l1 between checkpoints (tiny.toml: every 2 steps and at
+    # each stage end, steps 3, 6 and 9)
+    rows = _losses(tmp_path / "run")
+    saves = [2, 3, 4, 6, 8, 9]
+    windows = {}
+    for r in rows:
+        if "g/l1" in r:
+            windows.setdefault(min(b for b in saves if b >= r["step"]), []).append(r["g/l1"])
+    means = {step: sum(v) / len(v) for step, v in windows.items()}
+    step = min(means, key=means.get)
+    assert meta["best"]["step"] == step and abs(meta["best"]["value"] - means[step]) < 1e-6
+    assert final_meta["best"] == meta["best"]
+    assert len(list((tmp_path / "run" / "checkpoints").glob("step-*"))) == 1  # pruned, best survives
