@@ -77,9 +77,18 @@ def budget_stages(raw: dict, max_steps: int) -> dict:
     full = [stage_steps(n, s.batch_size, s.epochs, s.steps) for s in rec.stages]
     total = sum(full)
     out = copy.deepcopy(raw)
-    for table, steps in zip(out["stages"], full):
+    if max_steps >= total:
+        given = full
+    else:  # one step each, the rest split by largest remainder so the total is exactly max_steps
+        spare = max(0, max_steps - len(full))
+        shares = [spare * s / total for s in full]
+        given = [1 + int(x) for x in shares]
+        order = sorted(range(len(full)), key=lambda i: shares[i] - int(shares[i]), reverse=True)
+        for i in order[: max(0, max_steps - sum(given))]:
+            given[i] += 1
+    for table, steps in zip(out["stages"], given):
         table.pop("epochs", None)
-        table["steps"] = max(1, round(max_steps * steps / total)) if max_steps < total else steps
+        table["steps"] = steps
     return out
 
 
