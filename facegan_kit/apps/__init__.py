@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import torch
 
 from facegan_kit.errors import CheckpointError, InputError
 
@@ -24,11 +23,11 @@ __all__ = ["load_editor", "check_outputs", "edit_name", "resolve_device"]
 
 
 def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; anything else unchanged."""
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    """``None``/``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; anything else checked
+    by the trainer's :func:`~facegan_kit.train.loop.resolve_device`."""
+    from facegan_kit.train.loop import resolve_device as _resolve
 
+    return str(_resolve(device or "auto"))
 
 def load_editor(path, device: str | None = "cpu"):
     """:meth:`Editor.from_checkpoint` with a one-line error for a missing file."""

@@ -67,7 +67,6 @@ class TrainSpec:
     flip: bool = True
     num_threads: int = 0
     on_nonfinite: str = "stop"
-    eval_subjects: str = "test"
     precision: str = "auto"
     channels_last: str = "auto"
     fused_adam: str = "auto"
