@@ -36,7 +36,8 @@ def ckpt(tiny_checkpoint, tmp_path_factory):
     codes and identities; the barely trained 16 px model is nearly constant."""
     tensors, meta = load_checkpoint(tiny_checkpoint)
     gen = torch.Generator().manual_seed(0)
-    loud = {k: (torch.randn(v.shape, generator=gen) * (0.1 if "/encoder/" in k else 0.3)
+    # fan-in scaled (He-like) so that outputs are neither constant nor saturated at 0/255
+    loud = {k: (torch.randn(v.shape, generator=gen) * 2 * (2.0 / v[0].numel()) ** 0.5
                 if k.split("/")[1] in ("encoder", "decoder", "q", "d_img") and k.endswith("weight") and v.dim() >= 2
                 else v) for k, v in tensors.items()}
     return save_checkpoint(tmp_path_factory.mktemp("loud") / "loud.safetensors", loud, meta)
