@@ -66,10 +66,7 @@ class Runner:
         self.dev, self.mode, self.batch = dev, mode, batch
         torch.manual_seed(spec.seed)
         models = build_model(recipe, registry).to(dev)
-        losses = build_losses(recipe, registry)
-        for term in losses.values():
-            if isinstance(term, torch.nn.Module):
-                term.to(dev)
+        losses = build_losses(recipe, registry, dev)
         data = build_dataset(recipe, registry)
         split = data.train
         self.num_classes = data.num_classes

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from facegan_kit.data.base import FaceData
@@ -56,12 +57,16 @@ def _check_agreement(m: dict[str, nn.Module]) -> None:
             raise RecipeError(f"model.{b}.{bn} = {vb} does not match model.{a}.{an} = {va}")
 
 
-def build_losses(recipe: Recipe, registry: Registry) -> dict[str, Any]:
-    """Build every ``[losses.<name>]`` term (modules with ``g_loss``/``d_loss``)."""
+def build_losses(recipe: Recipe, registry: Registry, device: torch.device | str | None = None) -> dict[str, Any]:
+    """Build every ``[losses.<name>]`` term (modules with ``g_loss``/``d_loss``); terms that are
+    modules are moved to ``device`` when given."""
     out = {}
     for name, table in recipe.losses.items():
         args = {k: v for k, v in table.items() if k != "type"}
-        out[name] = instantiate(f"losses.{name}", registry.get("loss", table["type"]), args, registry)
+        term = instantiate(f"losses.{name}", registry.get("loss", table["type"]), args, registry)
+        if device is not None and isinstance(term, nn.Module):
+            term.to(device)
+        out[name] = term
     return out
 
 

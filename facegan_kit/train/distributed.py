@@ -86,14 +86,7 @@ class DistContext:
             return
         grads = [p.grad for p in params if p.grad is not None]
         for bucket in _buckets(grads, BUCKET_BYTES):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            flat.div_(self.world_size)
-            dist.all_reduce(flat)
-            offset = 0
-            for g in bucket:
-                n = g.numel()
-                g.copy_(flat[offset:offset + n].view_as(g))
-                offset += n
+            self._average_in_place(bucket)
 
     def any(self, flag: bool | Tensor) -> bool:
         """True when ``flag`` holds on any process (one all-reduce)."""
@@ -139,13 +132,19 @@ class DistContext:
         if not bufs:
             return
         with torch.no_grad():
-            flat = torch.cat([b.reshape(-1).float().to(self.collective_device) for b in bufs]) / self.world_size
-            dist.all_reduce(flat)
-            offset = 0
-            for b in bufs:
-                n = b.numel()
-                b.copy_(flat[offset:offset + n].view_as(b))
-                offset += n
+            self._average_in_place(bufs, device=self.collective_device)
+
+    def _average_in_place(self, tensors: list[Tensor], device: torch.device | None = None) -> None:
+        """Replace each tensor by its mean over the processes (one all-reduce of a flat copy,
+        made in float32 on ``device`` when given)."""
+        parts = [t.reshape(-1) if device is None else t.reshape(-1).float().to(device) for t in tensors]
+        flat = torch.cat(parts).div_(self.world_size)
+        dist.all_reduce(flat)
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
 
     def barrier(self) -> None:
         if self.enabled and dist.is_initialized():

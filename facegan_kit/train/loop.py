@@ -93,10 +93,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         torch.set_num_threads(spec.num_threads)
     torch.manual_seed(spec.seed)
     models = build_model(recipe_obj, registry).to(dev)
-    losses = build_losses(recipe_obj, registry)
-    for term in losses.values():
-        if isinstance(term, torch.nn.Module):
-            term.to(dev)
+    losses = build_losses(recipe_obj, registry, dev)
     data = build_dataset(recipe_obj, registry)
     split = data.train
     if dctx.enabled:
