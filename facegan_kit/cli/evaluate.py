@@ -44,8 +44,10 @@ def eval_cmd(checkpoint, data, split, out, max_faces, identity_faces, device, no
     click.echo(f"{m['recipe']}: {m['faces']} faces of {m['data']} ({m['split']}) in {m['seconds']:.0f}s")
     for key in ("expression_accuracy", "identity_distance_median", "identity_rate_under_0.6", "recon_l1",
                 "recon_psnr", "recon_ssim", "intensity_rho_levels", "intensity_rho_continuous", "neutral_rate",
-                "fer_feature_frechet", "oracle_expression_accuracy", "oracle_identity_match_rate"):
-        click.echo(f"  {key:<28} {fmt(m.get(key))}")
+                "fer_feature_frechet", "oracle_expression_accuracy", "oracle_identity_kept_rate",
+                "oracle_recon_identity_kept_rate", "oracle_identity_match_rate", "oracle_intensity_rho_levels",
+                "oracle_intensity_rho_continuous", "oracle_neutral_rate"):
+        click.echo(f"  {key:<33} {fmt(m.get(key))}")
     for note in m["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out / 'report.md'}")

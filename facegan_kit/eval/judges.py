@@ -245,3 +245,36 @@ __all__ = [
     "JUDGE_CLASSES", "REALISM_METRIC_KEY", "ExpressionJudge", "IdentityJudge",
     "realism_score", "l1", "psnr", "ssim", "spearman_rho",
 ]
+
+
+def identity_kept_rate(edit_vecs: ArrayLike, source_vecs: ArrayLike, subjects: ArrayLike,
+                       source_of_edit: ArrayLike) -> float:
+    """Share of edits whose identity vector is closer to their own subject than to any other.
+
+    Each subject is represented by the mean vector of its *source* faces (as measured by the
+    same network that measures the edits, so a perfect copy of a source scores like the source
+    itself); an edit is kept when its nearest subject (Euclidean) is the one it was made from.
+    Ties count as misses. With ``S`` subjects chance is ``1 / S``.
+
+    Args:
+        edit_vecs: ``(M, D)`` identity vectors of the edits (oracle attributes, embeddings...).
+        source_vecs: ``(N, D)`` identity vectors of the source faces.
+        subjects: ``(N,)`` subject id of each source face.
+        source_of_edit: ``(M,)`` index into the sources of the face each edit was made from.
+    """
+    e = torch.as_tensor(np.asarray(edit_vecs), dtype=torch.float64).reshape(len(edit_vecs), -1)
+    s = torch.as_tensor(np.asarray(source_vecs), dtype=torch.float64).reshape(len(source_vecs), -1)
+    subj = torch.as_tensor(np.asarray(subjects)).reshape(-1)
+    src = torch.as_tensor(np.asarray(source_of_edit)).long().reshape(-1)
+    if len(s) != len(subj) or len(e) != len(src):
+        raise ValueError(f"identity_kept_rate: {len(s)} sources / {len(subj)} subject ids, "
+                         f"{len(e)} edits / {len(src)} source indices")
+    if len(e) == 0:
+        return float("nan")
+    ids, inverse = subj.unique(return_inverse=True)
+    means = torch.stack([s[inverse == i].mean(0) for i in range(len(ids))])
+    d = torch.cdist(e, means)
+    own = inverse[src]
+    own_d = d.gather(1, own[:, None]).squeeze(1)
+    d.scatter_(1, own[:, None], float("inf"))
+    return float((own_d < d.min(1).values).double().mean())

@@ -16,14 +16,15 @@ networks the model never trained against (see :mod:`facegan_kit.eval.judges`):
 - realism: ``fer_feature_frechet`` between the test images and the edits.
 
 On the synthetic faces the ground-truth oracles (:mod:`facegan_kit.data.oracles`) add the same
-measurements beside the judges (keys prefixed ``oracle_``), plus an identity match rate against
-the true identity attributes of every subject of the dataset.
+measurements beside the judges (keys prefixed ``oracle_``), plus two identity measures: the
+*kept* rate (each edit's predicted attributes are nearer its own subject's faces than any other
+subject's faces of the split: the issue's "closer to the source than to any other subject") and
+the stricter *match* rate against the true attributes of all subjects of the dataset.
 
 Keys whose judge is unavailable are ``None`` and ``notes`` says why.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -37,42 +38,13 @@ from torch.nn import functional as F
 from facegan_kit import EXPRESSIONS
 from facegan_kit.data.base import FaceData, FaceSplit, to_float
 from facegan_kit.errors import CheckpointError, InputError
+from facegan_kit.eval.metrics import (  # noqa: F401 (re-exported: the suite's key tables)
+    KEY_SOURCE, PER_CLASS_KEYS, SCALAR_KEYS, check_metrics, save_metrics)
 
 #: The continuous intensity path the suite walks (the paper's levels are the controller's).
 PATH_T = (0.2, 0.4, 0.6, 0.8, 1.0)
 #: Class index of "neutral" in the judges' and oracles' outputs.
 NEUTRAL_INDEX = len(EXPRESSIONS)
-#: Scalar keys of :func:`evaluate`'s result, with their valid range (``None`` = unbounded).
-SCALAR_KEYS: dict[str, tuple[float | None, float | None]] = {
-    "expression_accuracy": (0.0, 1.0),
-    "judge_accuracy_real": (0.0, 1.0),
-    "identity_distance_median": (0.0, None),
-    "identity_rate_under_0.6": (0.0, 1.0),
-    "recon_l1": (0.0, 1.0),
-    "recon_psnr": (0.0, None),
-    "recon_ssim": (-1.0, 1.0),
-    "intensity_rho_levels": (-1.0, 1.0),
-    "intensity_rho_continuous": (-1.0, 1.0),
-    "neutral_rate": (0.0, 1.0),
-    "fer_feature_frechet": (0.0, None),
-    "oracle_expression_accuracy": (0.0, 1.0),
-    "oracle_accuracy_real": (0.0, 1.0),
-    "oracle_identity_match_rate": (0.0, 1.0),
-    "oracle_intensity_rho_levels": (-1.0, 1.0),
-    "oracle_intensity_rho_continuous": (-1.0, 1.0),
-    "oracle_neutral_rate": (0.0, 1.0),
-}
-#: Per-class dictionaries (expression name -> accuracy in [0, 1]).
-PER_CLASS_KEYS = ("expression_accuracy_per_class", "oracle_expression_accuracy_per_class")
-#: Which judge or oracle each key needs.
-KEY_SOURCE = {
-    **{k: "expression" for k in ("expression_accuracy", "judge_accuracy_real", "intensity_rho_levels",
-                                 "intensity_rho_continuous", "neutral_rate", "fer_feature_frechet",
-                                 "expression_accuracy_per_class")},
-    "identity_distance_median": "identity", "identity_rate_under_0.6": "identity",
-    **{k: "oracle" for k in SCALAR_KEYS if k.startswith("oracle_")},
-    "oracle_expression_accuracy_per_class": "oracle",
-}
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -312,6 +284,11 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
 
         m["oracle_identity_match_rate"] = identity_match_rate(
             orc, None, flat_edits, faces.subject.repeat(n_cls), gallery)
+        src_attrs = orc.attrs(x)
+        m["oracle_identity_kept_rate"] = judges.identity_kept_rate(
+            orc.attrs(flat_edits), src_attrs, faces.subject, torch.arange(len(x)).repeat(n_cls))
+        m["oracle_recon_identity_kept_rate"] = judges.identity_kept_rate(
+            orc.attrs(recon), src_attrs, faces.subject, torch.arange(len(x)))
 
         def oracle_intensity(imgs, k):
             return orc.intensity(imgs)
@@ -375,33 +352,3 @@ def _finite(v: float) -> float | None:
 
 def _nan_to_none(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
-
-
-def check_metrics(metrics: dict[str, Any]) -> list[str]:
-    """Problems with a metrics dict: missing keys and values outside their valid range."""
-    problems = []
-    for key, (lo, hi) in SCALAR_KEYS.items():
-        if key not in metrics:
-            problems.append(f"missing key {key}")
-            continue
-        v = metrics[key]
-        if v is None:
-            continue
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            problems.append(f"{key} = {v!r} is not a finite number")
-        elif (lo is not None and v < lo - 1e-9) or (hi is not None and v > hi + 1e-9):
-            problems.append(f"{key} = {v} outside [{lo}, {hi}]")
-    for key in PER_CLASS_KEYS:
-        if key not in metrics:
-            problems.append(f"missing key {key}")
-        elif metrics[key] is not None:
-            for name, v in metrics[key].items():
-                if not 0.0 <= v <= 1.0:
-                    problems.append(f"{key}[{name}] = {v} outside [0, 1]")
-    return problems
-
-
-def save_metrics(metrics: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    return path

@@ -193,3 +193,21 @@ def test_spearman_rho():
     assert math.isnan(spearman_rho(levels, [[2, 2, 2, 2, 2]]))
     with pytest.raises(ValueError):
         spearman_rho(levels, np.zeros((2, 4)))
+
+
+def test_identity_kept_rate_uses_subject_means_and_counts_ties_as_misses():
+    # two faces of subject 7 (mean (0, 0)), one of subject 9 at (2, 0)
+    sources = torch.tensor([[-0.5, 0.0], [0.5, 0.0], [2.0, 0.0]])
+    subjects = [7, 7, 9]
+    edits = torch.tensor([
+        [0.2, 0.1],   # of face 0 (subject 7): nearest mean (0,0) -> kept
+        [1.9, 0.0],   # of face 1 (subject 7): drifted to subject 9 -> lost
+        [1.0, 0.0],   # of face 2 (subject 9): equidistant -> a tie is a miss
+        [2.5, 0.3],   # of face 2: kept
+    ])
+    rate = judges.identity_kept_rate(edits, sources, subjects, [0, 1, 2, 2])
+    assert rate == 0.5
+    # an exact copy of every source keeps every identity
+    assert judges.identity_kept_rate(sources, sources, subjects, [0, 1, 2]) == 1.0
+    with pytest.raises(ValueError, match="source indices"):
+        judges.identity_kept_rate(edits, sources, subjects, [0, 1])
