@@ -36,6 +36,8 @@ class StepContext:
     z_prior: Tensor
     stage: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
+    #: like ``cache`` but kept across phases (e.g. an extra decoder pass the D and G steps share)
+    step_cache: dict[str, Any] = field(default_factory=dict)
     #: dataset indices, flip mask and an unflipped-image source of this batch (lets frozen-network
     #: features of real images be cached per (image, flip); see ``plugins/losses/identity.py``)
     sample_index: Tensor | None = None

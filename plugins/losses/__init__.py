@@ -1,5 +1,6 @@
-"""Loss terms: ``l1``, ``tv``, ``adv-img``, ``adv-z``, ``q`` and ``identity``."""
+"""Loss terms: ``l1``, ``tv``, ``adv-img``, ``adv-z``, ``q``, ``identity`` and ``edit``."""
 from facegan_kit import hookimpl
+from facegan_plugins.losses.edit import EditLoss
 from facegan_plugins.losses.identity import IdentityLoss
 from facegan_plugins.losses.terms import AdvImgLoss, AdvZLoss, L1Loss, QLoss, TVLoss
 
@@ -12,3 +13,4 @@ def facegan_register_components(registry):
     registry.add("loss", "adv-z", AdvZLoss)
     registry.add("loss", "q", QLoss)
     registry.add("loss", "identity", IdentityLoss)
+    registry.add("loss", "edit", EditLoss)
