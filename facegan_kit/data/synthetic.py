@@ -29,6 +29,7 @@ from facegan_kit import EXPRESSIONS
 from facegan_kit.cache import cache_dir
 from facegan_kit.data.synthetic_render import (  # noqa: F401  (re-exported API)
     ACTIONS,
+    BACKGROUNDS,
     ATTR_NAMES,
     HAIR_STYLES,
     NEUTRAL_LABEL,
@@ -60,6 +61,7 @@ class SyntheticConfig:
     seed: int = 0
     test_subjects: int | None = None  # default: 10% of subjects, rounded, at least 1
     include_neutral: bool = False  # add ``frames`` neutral images (label 6, intensity 0) per subject
+    background: str = "random"  # or "plain" (one lab grey, like Oulu-CASIA); see synthetic_render.BACKGROUNDS
 
     def n_test(self) -> int:
         n = max(1, int(round(0.1 * self.subjects))) if self.test_subjects is None else int(self.test_subjects)
@@ -74,6 +76,8 @@ class SyntheticConfig:
             raise InputError(f"frames: expected >= 1, got {self.frames}")
         if not 0 <= self.n_test() <= self.subjects:
             raise InputError(f"test_subjects: expected 0..{self.subjects}, got {self.test_subjects}")
+        if self.background not in BACKGROUNDS:
+            raise InputError(f"background: expected one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
 
 
 @dataclass
@@ -119,7 +123,10 @@ def _protocol_rows(cfg: SyntheticConfig):
 
 
 def _cache_key(cfg: SyntheticConfig) -> str:
-    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "render": RENDER_VERSION}, sort_keys=True)
+    fields = dataclasses.asdict(cfg)
+    if fields["background"] == "random":  # keys of datasets cached before the option existed stay valid
+        del fields["background"]
+    blob = json.dumps({"cfg": fields, "render": RENDER_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -130,7 +137,7 @@ def _build(cfg: SyntheticConfig) -> SyntheticFaces:
     attrs_by_subject = np.stack([subject_attributes(s, cfg.seed) for s in range(cfg.subjects)])
     images = np.empty((n, cfg.size, cfg.size, 3), np.uint8)
     for i, (s, e, _f, it, ns) in enumerate(rows):
-        images[i] = render_face(attrs_by_subject[s], e, it, cfg.size, ns, s)
+        images[i] = render_face(attrs_by_subject[s], e, it, cfg.size, ns, s, cfg.background)
     first_test = cfg.subjects - cfg.n_test()
     return SyntheticFaces(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),

@@ -132,13 +132,22 @@ class _Canvas:
         self.draw.line(self._pts(pts), fill=fill, width=w, joint="curve" if w > 2 else None)
 
 
-def _nuisance(nuisance_seed):
+#: Backgrounds: ``random`` (a muted colour per image with a gradient between its corners) or
+#: ``plain`` (one lab grey for every image, a few levels of jitter: like Oulu-CASIA's studio wall).
+BACKGROUNDS = ("random", "plain")
+_PLAIN_BG = np.array([196.0, 200.0, 205.0])
+
+
+def _nuisance(nuisance_seed, background: str = "random"):
     if nuisance_seed is None:
         return dict(angle=0.0, scale=1.0, shift=(0.0, 0.0), gaze=(0.0, 0.0), bg=np.tile([[200.0, 205, 210]], (4, 1)),
                     gain=1.0, contrast=1.0, grad=(0.0, 0.0))
     rng = np.random.default_rng([int(nuisance_seed) & 0xFFFFFFFF, 0xB6])
     base = rng.uniform(45, 225) + rng.normal(0, 30, 3)  # muted colour
     bg = np.clip(base + rng.normal(0, 25, (4, 3)), 0, 255)
+    if background == "plain":  # its own stream: pose and lighting stay those of the random background
+        jitter = np.random.default_rng([int(nuisance_seed) & 0xFFFFFFFF, 0xB7]).normal(0, 3, 3)
+        bg = np.clip(_PLAIN_BG + jitter, 0, 255)[None].repeat(4, 0)
     phi = rng.uniform(0, 2 * math.pi)
     amp = rng.uniform(0.0, 0.18)
     return dict(angle=rng.uniform(-6, 6), scale=rng.uniform(0.95, 1.05), shift=tuple(rng.uniform(-0.05, 0.05, 2)),
@@ -159,14 +168,17 @@ def _grid(size):
 
 
 def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int = 128,
-                nuisance_seed: int | None = 0, style_seed: int = 0) -> np.ndarray:
+                nuisance_seed: int | None = 0, style_seed: int = 0, background: str = "random") -> np.ndarray:
     """Render one face: ``(size, size, 3)`` uint8.
 
     ``expression`` 0..5 (:data:`facegan_kit.EXPRESSIONS`) or 6 (neutral);
     ``intensity`` in [0, 1] scales the subject's action vector (0 = neutral);
     ``nuisance_seed`` seeds pose/lighting/background (None: none of them);
-    ``style_seed`` picks the subject's own expression style (use the subject id).
+    ``style_seed`` picks the subject's own expression style (use the subject id);
+    ``background`` is one of :data:`BACKGROUNDS`.
     """
+    if background not in BACKGROUNDS:
+        raise InputError(f"background: expected one of {', '.join(BACKGROUNDS)}, got {background!r}")
     a = np.asarray(attrs, dtype=np.float64).reshape(-1)
     if a.shape != (len(ATTR_NAMES),):
         raise InputError(f"attrs: expected {len(ATTR_NAMES)} values, got shape {np.shape(attrs)}")
@@ -183,7 +195,7 @@ def render_face(attrs: np.ndarray, expression: int, intensity: float, size: int 
     mopen = max(mopen, 0.0)
     wrinkle = max(wrinkle, 0.0)
     teeth = bool(teeth_flags[int(expression)])
-    nz = _nuisance(nuisance_seed)
+    nz = _nuisance(nuisance_seed, background)
 
     big = 2 * size
     bg = Image.fromarray(nz["bg"].reshape(2, 2, 3).astype(np.uint8)).resize((big, big), Image.BILINEAR)

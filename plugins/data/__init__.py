@@ -6,16 +6,18 @@ from facegan_kit.data.base import FaceData, FaceSplit
 
 
 def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
-              test_subjects: int = 0) -> FaceData:
+              test_subjects: int = 0, background: str = "random") -> FaceData:
     """The project's procedural faces (``facegan data synthetic`` writes the same ones to disk).
 
     Defaults mirror the paper's Oulu-CASIA protocol: 80 subjects x 6 expressions x 3 frames near
     peak intensity, no neutral, split by subject (``test_subjects = 0`` means 10%).
+    ``background``: ``"random"`` (a muted colour gradient per image) or ``"plain"`` (one lab grey,
+    as Oulu-CASIA's studio recordings).
     """
     from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
 
     ds = make_dataset(SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed,
-                                      test_subjects=test_subjects or None))
+                                      test_subjects=test_subjects or None, background=background))
 
     def part(mask):
         sub = ds.subset(mask)

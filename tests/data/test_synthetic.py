@@ -188,3 +188,25 @@ def test_write_dataset(tmp_path):
     assert {r["split"] for r in rows if r["subject"] == "4"} == {"test"}
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.size == (7 * 32, 5 * 32)
+
+
+def test_plain_background_changes_only_the_background():
+    attrs = subject_attributes(3)
+    rnd = render_face(attrs, 3, 0.9, 64, nuisance_seed=11, style_seed=3)
+    plain = render_face(attrs, 3, 0.9, 64, nuisance_seed=11, style_seed=3, background="plain")
+    corners = (slice(0, 6), slice(0, 6))
+    # the corner is wall: plain is the lab grey, the random one is not the same colour
+    assert abs(float(plain[corners].astype(float).mean()) - 200.0) < 25
+    assert _diff(rnd[corners], plain[corners]) > 3
+    # the face centre is the same drawing (pose, lighting and expression did not move)
+    centre = (slice(24, 40), slice(24, 40))
+    assert _diff(rnd[centre], plain[centre]) < 1.0
+    # every plain image of a dataset shares one wall colour (up to lighting), the random ones do not
+    ds_p = make_dataset(SyntheticConfig(subjects=3, size=32, frames=1, background="plain"))
+    ds_r = make_dataset(SyntheticConfig(subjects=3, size=32, frames=1))
+    spread = lambda ds: float(ds.images[:, :, :3, :3].float().mean((2, 3)).std(0).mean())  # noqa: E731
+    assert spread(ds_p) < 0.5 * spread(ds_r)
+    with pytest.raises(InputError, match="background"):
+        SyntheticConfig(background="sky").validate()
+    with pytest.raises(InputError, match="background"):
+        render_face(attrs, 3, 0.9, 32, background="sky")
