@@ -18,12 +18,15 @@ DATA_HELP = "'synthetic' or a folder written by 'facegan data prepare'. Default:
               help="Output folder (metrics.json, report.md, PNGs). Default: <checkpoint folder>/eval-<name>.")
 @click.option("--max-faces", type=click.IntRange(min=1), default=None,
               help="Evaluate at most N faces of the split (evenly spread). Default: all.")
+@click.option("--max-subjects", type=click.IntRange(min=1), default=None,
+              help="Keep only N subjects of the split (evenly spread), e.g. '--split train --max-subjects 8' "
+                   "to compare with the 8 test subjects. Default: all.")
 @click.option("--identity-faces", type=click.IntRange(min=0), default=32, show_default=True,
               help="Faces (with their six edits) given to the dlib identity judge, which is slow on a CPU; "
                    "0 = all.")
 @click.option("--device", default="cpu", show_default=True, help="Where the model runs (judges use the CPU).")
 @click.option("--no-oracles", is_flag=True, help="Skip the synthetic ground-truth oracles.")
-def eval_cmd(checkpoint, data, split, out, max_faces, identity_faces, device, no_oracles):
+def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_faces, device, no_oracles):
     """Judge a trained model's edits with independent networks.
 
     Every face of the split is edited to each expression at full intensity. The FER2013
@@ -39,9 +42,11 @@ def eval_cmd(checkpoint, data, split, out, max_faces, identity_faces, device, no
     from facegan_kit.eval.suite import evaluate
 
     out = out or checkpoint.parent / f"eval-{checkpoint.stem}"
-    m = evaluate(checkpoint, data=data, split=split, max_faces=max_faces, out=out, device=device,
+    m = evaluate(checkpoint, data=data, split=split, max_faces=max_faces, max_subjects=max_subjects,
+                 out=out, device=device,
                  identity_faces=identity_faces or None, oracles=None if no_oracles else "auto")
-    click.echo(f"{m['recipe']}: {m['faces']} faces of {m['data']} ({m['split']}) in {m['seconds']:.0f}s")
+    click.echo(f"{m['recipe']}: {m['faces']} faces of {m['subjects']} subjects of {m['data']} ({m['split']}) "
+               f"in {m['seconds']:.0f}s")
     for key in ("expression_accuracy", "identity_distance_median", "identity_rate_under_0.6", "recon_l1",
                 "recon_psnr", "recon_ssim", "intensity_rho_levels", "intensity_rho_continuous", "neutral_rate",
                 "fer_feature_frechet", "oracle_expression_accuracy", "oracle_identity_kept_rate",

@@ -142,6 +142,7 @@ def identity_loss_uses_judge(recipe_raw: dict) -> bool:
 # -- the suite -------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_faces: int | None = None,
+             max_subjects: int | None = None,
              out: str | Path | None = None, device: str = "cpu", identity_faces: int | None = 32,
              expression_judge: Any = "auto", identity_judge: Any = "auto", oracles: Any = "auto",
              batch_size: int = 64) -> dict[str, Any]:
@@ -152,6 +153,9 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         data: ``None`` (the recipe's data), ``"synthetic"`` or a prepared-faces folder.
         split: ``"test"`` (subjects the model never saw) or ``"train"``.
         max_faces: evaluate at most this many faces of the split (evenly spread); all if ``None``.
+        max_subjects: keep only this many subjects of the split (evenly spread ids) before
+            ``max_faces``: e.g. 8 training subjects, so that the identity kept rate (whose chance
+            level is 1 / subjects) compares with the 8 test subjects of the paper's protocol.
         out: folder for ``metrics.json``, ``report.md`` and PNGs (nothing written if ``None``).
         device: where the model runs (judges run on the CPU).
         identity_faces: at most this many faces (and their six edits) go to the identity judge,
@@ -179,6 +183,10 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
     faces: FaceSplit = getattr(fdata, split)
     if len(faces) == 0:
         raise InputError(f"the {split} split of {fdata.name} is empty")
+    if max_subjects is not None:
+        ids = faces.subject.unique()
+        keep = ids[pick_faces(len(ids), max_subjects)]
+        faces = faces.select(torch.nonzero(torch.isin(faces.subject, keep)).squeeze(1))
     idx = pick_faces(len(faces), max_faces)
     faces = faces.select(idx)
     notes: list[str] = []
@@ -311,6 +319,7 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         "data_table": table,
         "split": split,
         "faces": int(len(x)),
+        "subjects": int(faces.subject.unique().numel()),
         "identity_faces": int(id_n) if ij is not None else 0,
         "image_size": int(size),
         "levels": len(levels),

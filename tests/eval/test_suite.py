@@ -115,3 +115,14 @@ def test_eval_cli(tiny_checkpoint, tmp_path):
                                            "--no-oracles", "--out", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ev" / "report.md").is_file() and "expression_accuracy" in result.output
+
+
+def test_max_subjects_keeps_whole_subjects(tiny_checkpoint):
+    m = evaluate(tiny_checkpoint, split="train", max_subjects=2, expression_judge=None, identity_judge=None,
+                 oracles=tiny_oracle_config())
+    assert check_metrics(m) == []
+    assert m["subjects"] == 2 and m["split"] == "train"
+    # every face of the two subjects is kept (the tiny dataset has the same count per subject)
+    all_train = evaluate(tiny_checkpoint, split="train", expression_judge=None, identity_judge=None, oracles=None)
+    assert m["faces"] * all_train["subjects"] == all_train["faces"] * 2
+    assert m["oracle_identity_kept_rate"] is not None and m["oracle_recon_identity_kept_rate"] is not None
