@@ -27,7 +27,9 @@ def data_group():
 @click.option("--test-subjects", type=click.IntRange(min=0), default=None,
               help="Subjects held out for the test split (default: 10%, at least 1).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synthetic_cmd(out, subjects, size, frames, test_subjects, seed):
+@click.option("--background", type=click.Choice(["random", "plain"]), default="random", show_default=True,
+              help="random: a muted colour gradient per image; plain: one lab grey (like Oulu-CASIA).")
+def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background):
     """Write the procedural synthetic faces: PNGs, index.csv and contact_sheet.png.
 
     \b
@@ -40,7 +42,8 @@ def synthetic_cmd(out, subjects, size, frames, test_subjects, seed):
     """
     from facegan_kit.data.synthetic import SyntheticConfig, write_dataset
 
-    cfg = SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed, test_subjects=test_subjects)
+    cfg = SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed, test_subjects=test_subjects,
+                          background=background)
     cfg.validate()
     root = write_dataset(out, cfg)
     n = subjects * 6 * frames

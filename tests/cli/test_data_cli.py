@@ -20,6 +20,22 @@ def test_data_synthetic_writes_index_and_sheet(run, tmp_path):
     assert (out / "contact_sheet.png").is_file()
 
 
+def test_data_synthetic_plain_background(run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "plain"
+    code, text, err = run("data", "synthetic", "--out", out, "--subjects", 2, "--size", 32, "--background", "plain")
+    assert code == 0, text + err
+    with open(out / "index.csv", newline="") as fh:
+        paths = [r["path"] for r in csv.DictReader(fh)]
+    corners = np.stack([np.asarray(Image.open(out / p).convert("RGB"))[:3, :3].reshape(-1, 3).mean(0) for p in paths])
+    # one lab grey: brightness follows the lighting, the colour (each corner minus its grey level) stays
+    chroma = corners - corners.mean(1, keepdims=True)
+    assert chroma.std(0).max() < 6 and abs(chroma.mean(0)).max() < 12
+    code, _, err = run("data", "synthetic", "--out", tmp_path / "x", "--background", "sky")
+    assert code != 0 and "background" in err
+
+
 def test_data_synthetic_bad_size_is_rejected(run, tmp_path):
     code, _, err = run("data", "synthetic", "--out", tmp_path / "s", "--size", 8)
     assert code != 0 and "size" in err and not (tmp_path / "s").exists()
