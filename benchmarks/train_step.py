@@ -15,7 +15,7 @@ On the CPU every ``"auto"`` option is off, so the two modes differ only by the i
 unless options are forced with ``--opt`` (e.g. ``--opt train.precision=bf16``).
 
     python benchmarks/train_step.py                                   # exprgan.toml, 128 px, batch 48 and 256
-    python benchmarks/train_step.py --recipe recipes/exprgan-quick.toml --image-size 48 --batch 16 48
+    python benchmarks/train_step.py --recipe recipes/exprgan-quick.toml --image-size 32 --batch 16 48
     python benchmarks/train_step.py --image-size 32 --batch 8 16 --set data.subjects=12 --steps 3 \\
         --json bench.json --md bench.md
 

@@ -251,7 +251,7 @@ def bench(recipes: Sequence[str], out: str | Path, *, data: str | Path | None = 
         out: output folder.
         data: ``None`` (each recipe's own data), ``"synthetic"`` or a prepared-faces folder; given
             to every recipe so that all train and evaluate on the same data and split.
-        quick: use ``recipes/<name>-quick.toml`` (48x48 synthetic faces on a CPU).
+        quick: use ``recipes/<name>-quick.toml`` (32x32 synthetic faces on a CPU).
         checkpoints: ``{name: checkpoint}`` to evaluate instead of training (names not in
             ``recipes`` are added).
         max_steps: total training-step budget per recipe, spread over its stages in proportion

@@ -137,8 +137,10 @@ def test_caae_quick_trains_and_loads_in_editor(tmp_path):
     result = train(ROOT / "recipes" / "caae-quick.toml", tmp_path, overrides=over, max_steps=2, progress=False)
     assert result.global_step == 2 and result.checkpoint.exists()
     ed = Editor.from_checkpoint(result.checkpoint)
-    x = torch.rand(2, 3, 48, 48) * 2 - 1
+    s = ed.image_size
+    assert s == 32  # the quick recipes' size
+    x = torch.rand(2, 3, s, s) * 2 - 1
     out = ed.edit(x, "happy", intensity=0.5)
-    assert out.shape == (2, 3, 48, 48) and torch.isfinite(out).all()
+    assert out.shape == (2, 3, s, s) and torch.isfinite(out).all()
     assert ed.code("neutral").tolist() == [-1.0] * 6
     assert ed.code("happy", level=1).tolist() == [-1.0, -1, -1, 1, -1, -1]

@@ -62,7 +62,7 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
 @click.option("--recipes", default="exprgan,caae", show_default=True,
               help="Comma-separated recipe names (recipes/<name>.toml) or .toml paths.")
 @click.option("--data", default=None, metavar="synthetic|DIR", help=DATA_HELP + " The same for every recipe.")
-@click.option("--quick", is_flag=True, help="Use recipes/<name>-quick.toml (48x48 synthetic faces, CPU).")
+@click.option("--quick", is_flag=True, help="Use recipes/<name>-quick.toml (32x32 synthetic faces, CPU).")
 @click.option("--checkpoints", default=None, metavar="NAME=PATH,...",
               help="Evaluate these checkpoints instead of training those recipes.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,

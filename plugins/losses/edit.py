@@ -10,6 +10,10 @@ deterministic) and asks the conditional D_img to accept it as that label and Q t
 code, exactly as the ``adv-img`` and ``q`` terms do for reconstructions.
 
 Cost: one more decoder pass and one more D_img pass per G step and per D step.
+
+Measured once on the quick scale (48x48, 1350 steps, batch-norm networks, ``adv = 0.1``): it did
+not help at equal steps (test expression of edits 65% against 67%, identity kept 14% against 34%)
+and made the run 1.7x slower, so no shipped recipe uses it; it is there to try at GPU scale.
 """
 from __future__ import annotations
 
