@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from facegan_kit.data.io import read_image, to_tensor, to_uint8, write_png_atomic
 from facegan_kit.errors import InputError
 
-__all__ = ["FaceInput", "load_face", "load_faces", "resize_square", "paste_face", "sheet",
+__all__ = ["FaceInput", "load_face", "load_faces", "centre_square", "resize_square", "paste_face", "sheet",
            "cell_size", "HEADER", "IMAGE_SUFFIXES", "list_images", "make_aligner", "read_folder",
            "load_crops", "save_sheet"]
 
@@ -58,15 +58,20 @@ class FaceInput:
         return self.path.stem
 
 
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop ``(H, W, 3)`` uint8 to a square (if needed) and resize to ``size`` (Lanczos)."""
+def centre_square(img: np.ndarray) -> np.ndarray:
+    """The largest centred square of an ``(H, W, ...)`` array (contiguous)."""
     h, w = img.shape[:2]
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
-    crop = img[y0:y0 + side, x0:x0 + side]
-    if side == size:
-        return np.ascontiguousarray(crop)
-    pil = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.LANCZOS)
+    return np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side])
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop ``(H, W, 3)`` uint8 to a square (if needed) and resize to ``size`` (Lanczos)."""
+    crop = centre_square(img)
+    if crop.shape[0] == size:
+        return crop
+    pil = Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS)
     return np.array(pil, dtype=np.uint8)
 
 

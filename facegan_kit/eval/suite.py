@@ -240,13 +240,7 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
                      "undefined (CAAE-style label codes have no levels); only the continuous path is measured.")
 
     if ej is not None:
-        probs = ej.probs(flat_edits)
-        pred = probs.argmax(1)
-        m["expression_accuracy"] = float((pred == target).double().mean())
-        m["expression_accuracy_per_class"] = {
-            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)}
-        m["judge_accuracy_real"] = float((ej.predict(x) == labels).double().mean())
-        m["neutral_rate"] = float((ej.predict(neutral) == NEUTRAL_INDEX).double().mean())
+        m.update(_class_scores(ej.probs, "", "judge_", flat_edits, target, x, labels, neutral, n_cls))
 
         def judge_prob(imgs, k):
             return ej.probs(imgs)[:, k]
@@ -279,13 +273,8 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
 
     gallery_size = None
     if orc is not None:
-        probs = orc.expression_probs(flat_edits)
-        pred = probs.argmax(1)
-        m["oracle_expression_accuracy"] = float((pred == target).double().mean())
-        m["oracle_expression_accuracy_per_class"] = {
-            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)}
-        m["oracle_accuracy_real"] = float((orc.expression_probs(x).argmax(1) == labels).double().mean())
-        m["oracle_neutral_rate"] = float((orc.expression_probs(neutral).argmax(1) == NEUTRAL_INDEX).double().mean())
+        m.update(_class_scores(orc.expression_probs, "oracle_", "oracle_", flat_edits, target, x, labels, neutral,
+                               n_cls))
         gallery = _gallery(fdata)
         gallery_size = len(gallery)
         from facegan_kit.data.oracles import identity_match_rate
@@ -338,6 +327,20 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         write_eval_report(result, Path(out), editor=editor, x=x, recon=recon, edits=edits, neutral=neutral,
                           labels=labels)
     return result
+
+
+def _class_scores(probs_fn, prefix: str, real_prefix: str, edits: Tensor, target: Tensor, x: Tensor,
+                  labels: Tensor, neutral: Tensor, n_cls: int) -> dict[str, Any]:
+    """Expression accuracy of the edits (overall, per class), on the real faces, and the neutral-code
+    rate, as judged by ``probs_fn`` (a judge's or the oracles' 7-way probabilities)."""
+    pred = probs_fn(edits).argmax(1)
+    return {
+        f"{prefix}expression_accuracy": float((pred == target).double().mean()),
+        f"{prefix}expression_accuracy_per_class": {
+            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)},
+        f"{real_prefix}accuracy_real": float((probs_fn(x).argmax(1) == labels).double().mean()),
+        f"{prefix}neutral_rate": float((probs_fn(neutral).argmax(1) == NEUTRAL_INDEX).double().mean()),
+    }
 
 
 def _gallery(fdata: FaceData) -> dict[int, np.ndarray]:

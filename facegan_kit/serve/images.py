@@ -29,13 +29,12 @@ def square_resize(arr: np.ndarray, size: int) -> np.ndarray:
     Not :func:`facegan_kit.apps.images.resize_square`: that one resamples with PIL's
     Lanczos filter, this one with torch's antialiased bilinear filter (the pixels the
     served model has always been given)."""
-    h, w = arr.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    sq = arr[y0:y0 + side, x0:x0 + side]
-    if side == size:
-        return np.ascontiguousarray(sq)
-    t = torch.from_numpy(np.ascontiguousarray(sq)).permute(2, 0, 1)[None].float()
+    from facegan_kit.apps.images import centre_square
+
+    sq = centre_square(arr)
+    if sq.shape[0] == size:
+        return sq
+    t = torch.from_numpy(sq).permute(2, 0, 1)[None].float()
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return t[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
