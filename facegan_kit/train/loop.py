@@ -118,8 +118,12 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         state.extra_meta["world_size"] = dctx.world_size
     plans = [plan_stage(i, s, stage_steps(len(split), s.batch_size, s.epochs, s.steps), losses)
              for i, s in enumerate(recipe_obj.stages)]
+    run_info = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                "torch": torch.__version__, "world_size": dctx.world_size if dctx.enabled else 1,
+                "speed": speed.describe()}
     if main:
         (out / "recipe.json").write_text(json.dumps(recipe_obj.raw, indent=2))
+        _write_json(out / "run.json", run_info)
     if r_meta is not None:
         state.load_weights(r_tensors, str(resume))
         state.stage, state.step_in_stage, state.global_step = r_meta["stage"], r_meta["step_in_stage"], r_meta["global_step"]
@@ -218,8 +222,16 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         state.save(final, recipe_obj.raw, finished=True)
     if main:
         plot_losses(out / "log.jsonl", out / "losses.png")
+        _write_json(out / "run.json", {**run_info, "finished": finished, "global_step": state.global_step,
+                                       "seconds": round(time.perf_counter() - t_start, 2),
+                                       "images_per_second": {k: round(v, 1) for k, v in speeds.items()}})
     return TrainResult(out=out, checkpoint=final if finished else last_ckpt, global_step=state.global_step,
                        finished=finished, seconds=time.perf_counter() - t_start, images_per_second=speeds)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """What the run ran on and how fast (``run.json``); replaced whole, never half-written."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
 class _Pending:

@@ -89,6 +89,15 @@ def test_sync_every_is_bit_identical_on_cpu(tiny_run, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_run_json_records_device_settings_and_speed(tiny_run):
+    info = json.loads((tiny_run.out / "run.json").read_text())
+    assert info["device"] == "cpu" and info["world_size"] == 1 and info["finished"]
+    assert info["speed"] == resolve_speed(_spec(), torch.device("cpu")).describe()
+    assert info["global_step"] == tiny_run.global_step
+    assert set(info["images_per_second"]) == {"controller", "reconstruction", "refining"}
+    assert all(v > 0 for v in info["images_per_second"].values())
+
+
 def test_deferred_check_still_stops_at_the_bad_step(tmp_path, monkeypatch):
     from facegan_plugins.losses import terms
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one run, for a short-lived GPU machine:
+#   1. the CUDA tests (tests/train/test_cuda.py: auto speed options, CPU/GPU edit parity, fp32 resume);
+#   2. benchmarks/train_step.py: images/s of each stage, optimised vs eager fp32, batch 48 and 256;
+#   3. the recipe's whole three-stage schedule, end to end, timed (`facegan train`);
+#   4. oracle quality of that model on 8 test and 8 training subjects (what `facegan eval` reports);
+#   5. train_step.py for the last stage again with torch.compile (slow to compile: last).
+# Each part has its own time limit and the script goes on when one fails; everything lands in $OUT
+# (log.txt, train_step.{json,md}, run.json, log.jsonl, samples.png, quality.json,
+# train_step_compile.json) -- eight files at most, what a lent machine hands back.
+#
+#   OUT=runs/gpu bash benchmarks/gpu_checks.sh
+#   # plumbing check on a CPU, in about a minute:
+#   OUT=/tmp/gc RECIPE=tests/fixtures/tiny.toml BATCHES=8 DEVICE=cpu bash benchmarks/gpu_checks.sh
+set -u
+OUT=${OUT:-runs/gpu-checks}
+RECIPE=${RECIPE:-recipes/exprgan.toml}
+BATCHES=${BATCHES:-48 256}
+DEVICE=${DEVICE:-cuda}
+RUN=${RUN:-/tmp/gpu-checks-run}
+LAST_STAGE=${LAST_STAGE:-refining}
+FACEGAN=${FACEGAN:-facegan}   # or "python3 -m facegan_kit"
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+export PYTHONUNBUFFERED=1
+
+part() { echo "== $1 ($(date -u +%T))" | tee -a "$LOG"; }
+# limit SECONDS CMD...: run with a time limit, output to the log, note the exit status and the time.
+limit() {
+    local t=$1 t0=$SECONDS
+    shift
+    timeout "$t" "$@" 2>&1 | tee -a "$LOG"
+    echo "-- rc=${PIPESTATUS[0]} in $((SECONDS - t0)) s" | tee -a "$LOG"
+}
+
+part "device"
+{ nvidia-smi -L 2>/dev/null || true
+  python3 -c "import torch, facegan_kit; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', 'facegan_kit', facegan_kit.__version__)"
+} 2>&1 | tee -a "$LOG"
+
+if [ "$DEVICE" = cuda ]; then
+    part "CUDA tests"
+    limit 120 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py
+fi
+
+part "train_step.py: optimised vs eager fp32"
+# shellcheck disable=SC2086  # BATCHES is a list
+limit 200 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
+    --json "$OUT/train_step.json" --md "$OUT/train_step.md"
+
+part "the whole schedule: facegan train $RECIPE"
+rm -rf "$RUN"
+limit 300 $FACEGAN train "$RECIPE" --out "$RUN" --device "$DEVICE" --quiet
+cp "$RUN/run.json" "$RUN/log.jsonl" "$OUT/" 2>/dev/null
+last_png=$(ls "$RUN"/samples/stage-*.png 2>/dev/null | tail -1)
+[ -n "$last_png" ] && cp "$last_png" "$OUT/samples.png"
+
+if [ -f "$RUN/final.safetensors" ]; then
+    part "oracle quality of the trained model"
+    limit 180 python3 - "$RUN/final.safetensors" "$OUT/quality.json" "$DEVICE" <<'EOF'
+import json, sys
+from facegan_kit.eval.suite import evaluate
+ckpt, dest, device = sys.argv[1:4]
+keys = ["oracle_expression_accuracy", "oracle_identity_kept_rate", "oracle_recon_identity_kept_rate",
+        "oracle_intensity_rho_continuous", "oracle_intensity_rho_levels", "oracle_neutral_rate", "recon_l1"]
+out = {}
+for split in ("test", "train"):
+    m = evaluate(ckpt, split=split, max_subjects=8, device=device, expression_judge=None, identity_judge=None)
+    out[split] = {k: m.get(k) for k in keys}
+    out[split]["per_class"] = m.get("oracle_expression_accuracy_per_class")
+    print(split, json.dumps(out[split]))
+open(dest, "w").write(json.dumps(out, indent=1))
+EOF
+fi
+
+part "train_step.py: $LAST_STAGE with torch.compile"
+# shellcheck disable=SC2086
+limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
+    --stages "$LAST_STAGE" --opt train.compile=true --json "$OUT/train_step_compile.json"
+part "done"
