@@ -199,3 +199,15 @@ def test_features_shapes_resize_and_gradients(net64):
     assert all(not p.requires_grad for p in net64.parameters())
     net64.train()
     assert not net64.training
+
+
+@needs_model
+def test_folded_affines_compute_the_unfolded_network(cache_root):
+    """The default folds each frozen affine into its convolution: same features, fewer layers."""
+    folded, plain = DlibResNet(), DlibResNet(fold_affine=False)
+    assert not any(isinstance(m, torch.nn.Identity) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.Identity) for m in folded.modules()) == 29  # stem + 2 x 14 blocks
+    x = torch.rand(3, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        for a, b in zip(folded.features(x), plain.features(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
