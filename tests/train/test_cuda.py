@@ -63,8 +63,8 @@ def test_fp32_cuda_resume_lands_where_the_uninterrupted_run_does(tmp_path):
     a, b = _model(whole.checkpoint), _model(resumed.checkpoint)
     assert a.keys() == b.keys()
     diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a if a[k].is_floating_point()])
-    # cuDNN's atomics make CUDA runs close, not bit-identical: on an H100 the worst weight was
-    # 2.8e-4 off (an Adam step flips with a gradient's sign). A resume that lost the Adam state
-    # moves every weight: mean 3.7e-4, worst 1.1e-2 on the CPU with the same recipe.
+    # cuDNN's atomics make CUDA runs close, not bit-identical: on an H100 the mean weight was
+    # 2.5e-7 off and the worst 2.8e-4 / 8.6e-4 in two runs (a few Adam steps flip with a gradient's
+    # sign). A resume that lost the Adam state moves every weight: mean 3.7e-4, worst 1.1e-2 (CPU).
     print(f"\nCUDA fp32 resume vs uninterrupted: mean |dw| {diff.mean():.2e}, worst {diff.max():.2e}")
-    assert diff.mean() < 1e-5 and diff.max() < 2e-3, (diff.mean().item(), diff.max().item())
+    assert diff.mean() < 1e-5 and diff.max() < 5e-3, (diff.mean().item(), diff.max().item())
