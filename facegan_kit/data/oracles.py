@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ from facegan_kit.data.synthetic_render import (
 )
 from facegan_kit.errors import InputError
 
-__all__ = ["Oracles", "OracleConfig", "load_oracles", "train_oracles", "identity_match_rate", "ORACLE_VERSION"]
+__all__ = ["Oracles", "OracleConfig", "load_oracles", "train_oracles", "ORACLE_VERSION"]
 
 ORACLE_VERSION = 3
 #: Expressions below this intensity are left out of the classification loss/accuracy.
@@ -381,36 +380,3 @@ def _train_and_save(cfg: OracleConfig, st) -> Oracles:
     except OSError as exc:
         print(f"[oracles] could not cache at {st}: {exc}", file=sys.stderr)
     return orc
-
-
-def identity_match_rate(oracles: Oracles, sources, edits, subject_of_sources, gallery_attrs_by_subject) -> float:
-    """Fraction of ``edits`` whose predicted attrs are nearest (Euclidean) to their own subject's true attrs.
-
-    ``edits[i]`` is an edit of ``sources[i]`` (``sources`` is only checked for
-    length and may be None); ``subject_of_sources[i]`` is its subject id;
-    ``gallery_attrs_by_subject`` is a mapping ``{subject: attrs}`` or an
-    ``(S, A)`` array whose row ``s`` belongs to subject ``s``. Ties count as misses.
-    """
-    subj = [int(s) for s in torch.as_tensor(subject_of_sources).reshape(-1).tolist()]
-    if sources is not None and len(sources) != len(edits):
-        raise InputError(f"identity_match_rate: {len(sources)} sources but {len(edits)} edits")
-    if len(subj) != len(edits):
-        raise InputError(f"identity_match_rate: {len(subj)} subject ids but {len(edits)} edits")
-    if isinstance(gallery_attrs_by_subject, Mapping):
-        ids = [int(k) for k in gallery_attrs_by_subject]
-        gal = torch.stack([torch.as_tensor(np.asarray(v), dtype=torch.float64).reshape(-1)
-                           for v in gallery_attrs_by_subject.values()])
-    else:
-        gal = torch.as_tensor(np.asarray(gallery_attrs_by_subject), dtype=torch.float64)
-        ids = list(range(len(gal)))
-    pos = {s: i for i, s in enumerate(ids)}
-    missing = sorted({s for s in subj if s not in pos})
-    if missing:
-        raise InputError(f"identity_match_rate: subjects {missing[:5]} are not in the gallery")
-    if len(edits) == 0:
-        return float("nan")
-    d = torch.cdist(oracles.attrs(edits).double(), gal)
-    own_idx = torch.tensor([pos[s] for s in subj])
-    own = d.gather(1, own_idx[:, None]).squeeze(1)
-    d.scatter_(1, own_idx[:, None], float("inf"))
-    return float((own < d.min(1).values).double().mean())

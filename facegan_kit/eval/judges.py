@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import scipy.linalg
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from facegan_kit import EXPRESSIONS, NEUTRAL
+from facegan_kit.errors import InputError
 from facegan_kit.eval.fer_net import FER_CLASSES, FerNet
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -243,7 +244,7 @@ def spearman_rho(levels: Sequence[float], values: ArrayLike) -> float:
 
 __all__ = [
     "JUDGE_CLASSES", "REALISM_METRIC_KEY", "ExpressionJudge", "IdentityJudge",
-    "realism_score", "l1", "psnr", "ssim", "spearman_rho",
+    "realism_score", "l1", "psnr", "ssim", "spearman_rho", "identity_kept_rate", "identity_match_rate",
 ]
 
 
@@ -278,3 +279,36 @@ def identity_kept_rate(edit_vecs: ArrayLike, source_vecs: ArrayLike, subjects: A
     own_d = d.gather(1, own[:, None]).squeeze(1)
     d.scatter_(1, own[:, None], float("inf"))
     return float((own_d < d.min(1).values).double().mean())
+
+
+def identity_match_rate(oracles, sources, edits, subject_of_sources, gallery_attrs_by_subject) -> float:
+    """Fraction of ``edits`` whose predicted attrs are nearest (Euclidean) to their own subject's true attrs.
+
+    ``edits[i]`` is an edit of ``sources[i]`` (``sources`` is only checked for
+    length and may be None); ``subject_of_sources[i]`` is its subject id;
+    ``gallery_attrs_by_subject`` is a mapping ``{subject: attrs}`` or an
+    ``(S, A)`` array whose row ``s`` belongs to subject ``s``. Ties count as misses.
+    """
+    subj = [int(s) for s in torch.as_tensor(subject_of_sources).reshape(-1).tolist()]
+    if sources is not None and len(sources) != len(edits):
+        raise InputError(f"identity_match_rate: {len(sources)} sources but {len(edits)} edits")
+    if len(subj) != len(edits):
+        raise InputError(f"identity_match_rate: {len(subj)} subject ids but {len(edits)} edits")
+    if isinstance(gallery_attrs_by_subject, Mapping):
+        ids = [int(k) for k in gallery_attrs_by_subject]
+        gal = torch.stack([torch.as_tensor(np.asarray(v), dtype=torch.float64).reshape(-1)
+                           for v in gallery_attrs_by_subject.values()])
+    else:
+        gal = torch.as_tensor(np.asarray(gallery_attrs_by_subject), dtype=torch.float64)
+        ids = list(range(len(gal)))
+    pos = {s: i for i, s in enumerate(ids)}
+    missing = sorted({s for s in subj if s not in pos})
+    if missing:
+        raise InputError(f"identity_match_rate: subjects {missing[:5]} are not in the gallery")
+    if len(edits) == 0:
+        return float("nan")
+    d = torch.cdist(oracles.attrs(edits).double(), gal)
+    own_idx = torch.tensor([pos[s] for s in subj])
+    own = d.gather(1, own_idx[:, None]).squeeze(1)
+    d.scatter_(1, own_idx[:, None], float("inf"))
+    return float((own < d.min(1).values).double().mean())

@@ -277,7 +277,7 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
                                n_cls))
         gallery = _gallery(fdata)
         gallery_size = len(gallery)
-        from facegan_kit.data.oracles import identity_match_rate
+        from facegan_kit.eval.judges import identity_match_rate
 
         m["oracle_identity_match_rate"] = identity_match_rate(
             orc, None, flat_edits, faces.subject.repeat(n_cls), gallery)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facegan_kit.data.oracles import OracleConfig, Oracles, identity_match_rate, load_oracles, train_oracles
+from facegan_kit.data.oracles import OracleConfig, Oracles, load_oracles, train_oracles
+from facegan_kit.eval.judges import identity_match_rate
 from facegan_kit.data.synthetic import (
     ATTR_NAMES,
     NEUTRAL_LABEL,
