@@ -23,6 +23,11 @@ class ConvEncoder(nn.Module):
         kernel: convolution kernel size.
         batch_norm: insert BatchNorm after every convolution (not in the official code; the
             quick CPU recipe uses it because it converges faster in few steps, see its header).
+        code_norm: BatchNorm (no affine) on the FC output before tanh, so the code stays in
+            tanh's working range (not in the official code). At 128 px the official encoder's
+            FC output grows from about 0.1 to about 27 within ten Adam steps: tanh saturates,
+            its gradient is exactly 0 and every face gets the same code for good
+            (``benchmarks/encoder_collapse.py`` shows it).
 
     Shape:
         - Input: ``x (N, 3, image_size, image_size)`` in ``[-1, 1]``.
@@ -41,6 +46,7 @@ class ConvEncoder(nn.Module):
         channels: Sequence[int] = (64, 128, 256, 512, 1024),
         kernel: int = 5,
         batch_norm: bool = False,
+        code_norm: bool = False,
     ) -> None:
         super().__init__()
         chans = as_int_list(channels, "channels")
@@ -57,10 +63,13 @@ class ConvEncoder(nn.Module):
             in_ch = out_ch
         self.convs = nn.Sequential(*blocks)
         self.fc = nn.Linear(in_ch * side * side, z_dim)
+        self.code_norm = nn.BatchNorm1d(z_dim, affine=False) if code_norm else nn.Identity()
         init_normal_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         s = self.image_size
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, s, s):
             raise ValueError(f"conv-encoder expects (N, 3, {s}, {s}), got {tuple(x.shape)}")
-        return torch.tanh(self.fc(self.convs(x).flatten(1)))
+        if self.training and x.shape[0] < 2 and isinstance(self.code_norm, nn.BatchNorm1d):
+            raise ValueError("conv-encoder: code_norm needs training batches of at least 2 images")
+        return torch.tanh(self.code_norm(self.fc(self.convs(x).flatten(1))))

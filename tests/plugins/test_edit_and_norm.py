@@ -1,5 +1,5 @@
-"""The ``edit`` loss term (cross-expression edits seen in training) and the batch-norm option of
-the encoder / decoder."""
+"""The ``edit`` loss term (cross-expression edits seen in training) and the batch-norm options of
+the encoder (``batch_norm``, ``code_norm``) and decoder."""
 from __future__ import annotations
 
 import pytest
@@ -95,3 +95,29 @@ def test_batch_norm_option(batch_norm):
     assert out.shape == (N, 3, S, S) and out.abs().max() <= 1
     enc.eval(), dec.eval()  # inference uses running statistics: a single image is fine
     assert dec(enc(x[:1]), torch.zeros(1, 4)).shape == (1, 3, S, S)
+
+
+def test_code_norm_keeps_codes_apart_when_the_fc_output_runs_away():
+    """What happens at 128 px within ten Adam steps (benchmarks/encoder_collapse.py), forced here
+    by a huge FC bias: plain tanh gives every face the same saturated code, with zero gradient;
+    code_norm keeps the codes apart and trainable."""
+    x = torch.rand(8, 3, S, S) * 2 - 1
+    plain = ConvEncoder(image_size=S, z_dim=Z, channels=[4, 8])
+    normed = ConvEncoder(image_size=S, z_dim=Z, channels=[4, 8], code_norm=True)
+    assert "code_norm.running_mean" in normed.state_dict()
+    assert not any(k.startswith("code_norm") for k in plain.state_dict())  # old checkpoints load
+    for enc in (plain, normed):
+        with torch.no_grad():
+            enc.fc.bias.fill_(100.0)
+            enc.fc.weight.mul_(1000.0)
+        enc.train()
+    g_plain, g_normed = plain(x), normed(x)
+    assert g_plain.std(0).max() < 1e-6 and (g_plain.abs() > 0.999).all()
+    assert g_normed.std(0).min() > 0.3 and (g_normed.abs() > 0.999).float().mean() < 0.2
+    g_normed.sum().backward()
+    assert normed.fc.weight.grad.abs().sum() > 0
+    normed.eval()  # running statistics at inference: one image is fine
+    assert normed(x[:1]).shape == (1, Z)
+    normed.train()
+    with pytest.raises(ValueError, match="code_norm needs training batches of at least 2"):
+        normed(x[:1])
