@@ -229,6 +229,19 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
                        finished=finished, seconds=time.perf_counter() - t_start, images_per_second=speeds)
 
 
+#: Logged every step that encodes images: the identity codes' spread over the batch (mean over
+#: code dimensions of the standard deviation over the batch; with several processes, over each
+#: process's rows, averaged).
+SPREAD_KEY = "diag/g_spread"
+#: Below this the codes have collapsed (every image gets the same code): warned about once.
+COLLAPSED_SPREAD = 1e-3
+
+
+def _warn(message: str) -> None:
+    """One line on stderr that does not tear the progress bar."""
+    tqdm.write(f"facegan: warning: {message}", file=sys.stderr)
+
+
 def _write_json(path: Path, obj: dict) -> None:
     """What the run ran on and how fast (``run.json``); replaced whole, never half-written."""
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
@@ -247,6 +260,7 @@ class _Pending:
         self.steps: list[tuple[int, str, dict[str, torch.Tensor], bool]] = []
         self.bar = None
         self.score_key = score_key
+        self.warned_collapse = False
         self.score_sum, self.score_n = 0.0, 0
 
     def take_score(self) -> float | None:
@@ -287,6 +301,12 @@ class _Pending:
                     raise NonFiniteLossError(
                         f"loss '{bad}' became non-finite at step {step - 1}; the last checkpoint is intact "
                         "(lower the learning rate, or set train.on_nonfinite = \"skip\")")
+            spread = vals.get(SPREAD_KEY)
+            if spread is not None and spread < COLLAPSED_SPREAD and not self.warned_collapse and self.log is not None:
+                self.warned_collapse = True
+                _warn(f"step {step}: the identity codes have collapsed (spread over the batch {spread:.1e}): "
+                      "every face gets the same code, so every reconstruction will look alike. For conv-encoder "
+                      "set model.encoder.code_norm = true (README: Paper fidelity), or lower the learning rate")
             if is_log:
                 record = {"step": step, "stage": stage, **vals}
                 if self.log is not None:
@@ -309,6 +329,8 @@ def one_step(state: TrainState, plan: StagePlan, split, num_classes: int, spec, 
     parts = d_step(ctx, plan, state.opt_d, state.global_step, spec.on_nonfinite, hooks)
     if state.opt_g is not None:
         parts.update(g_step(ctx, plan, state.opt_g, state.global_step, spec.on_nonfinite, hooks))
+    if ctx.g_from_encoder and ctx.g.shape[0] > 1:  # read back with the losses; see COLLAPSED_SPREAD
+        parts[SPREAD_KEY] = ctx.g.detach().float().std(0).mean()
     return parts
 
 

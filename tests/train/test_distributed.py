@@ -85,7 +85,7 @@ def test_torchrun_two_processes_match_single_process(tiny_run, tmp_path):
     for a, b in zip(ref, got):
         assert a.keys() == b.keys()
         for k in a:
-            if "/" in k:
+            if "/" in k and not k.startswith("diag/"):  # diag/g_spread: over each process's rows
                 assert b[k] == pytest.approx(a[k], rel=LOSS_RTOL, abs=1e-7), (a["step"], k)
 
     ta, _ = load_checkpoint(tiny_run.checkpoint)
