@@ -13,7 +13,6 @@ cached as safetensors + json under ``cache_dir("oracles")``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facegan_kit.cache import cache_dir
+from facegan_kit.cache import cache_dir, file_lock
 from facegan_kit.data.synthetic_render import (
     ATTR_NAMES,
     NEUTRAL_LABEL,
@@ -325,7 +324,7 @@ def load_oracles(size: int = 64, train_if_missing: bool = True, config: OracleCo
         return orc
     if not train_if_missing:
         raise InputError(f"no trained oracles at {st} (call load_oracles(train_if_missing=True))")
-    with _lock(base.with_suffix(".lock")):
+    with file_lock(base.with_suffix(".lock")):
         orc = _try_load(cfg, st, js)  # another process may have trained them while we waited
         return orc if orc is not None else _train_and_save(cfg, st)
 
@@ -343,27 +342,6 @@ def _try_load(cfg: OracleConfig, st, js) -> Oracles | None:
     except Exception as exc:  # corrupt entry: caller retrains
         print(f"[oracles] ignoring unreadable cache {st}: {exc}", file=sys.stderr)
         return None
-
-
-@contextlib.contextmanager
-def _lock(path):
-    """Exclusive advisory lock (POSIX), so concurrent first uses train only once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    try:
-        fh = open(path, "a+")
-    except OSError:  # read-only cache: no lock, no harm
-        yield
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _train_and_save(cfg: OracleConfig, st) -> Oracles:
