@@ -133,10 +133,13 @@ def _load_oracles(oracles, is_synthetic: bool, notes: list[str]):
 
 def identity_loss_uses_judge(recipe_raw: dict) -> bool:
     """Whether the recipe trained with an identity loss on dlib's ResNet, the identity judge."""
-    for table in (recipe_raw.get("losses") or {}).values():
-        if isinstance(table, dict) and table.get("type") == "identity" and table.get("backbone") == "dlib-resnet":
-            return True
-    return False
+    return "dlib-resnet" in identity_backbones(recipe_raw)
+
+
+def identity_backbones(recipe_raw: dict) -> set[str]:
+    """The backbones of the recipe's ``identity`` losses (``dlib-resnet`` when not named)."""
+    return {table.get("backbone", "dlib-resnet") for table in (recipe_raw.get("losses") or {}).values()
+            if isinstance(table, dict) and table.get("type") == "identity"}
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -266,6 +269,11 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
                          "to keep the dlib judge's CPU time bounded.")
 
     uses_judge = identity_loss_uses_judge(editor.recipe.raw)
+    if "synthetic-id" in identity_backbones(editor.recipe.raw) and is_synthetic:
+        notes.append("This model was trained with an identity loss on synthetic-id, a face-recognition "
+                     "network trained on other synthetic people. The oracle that scores identity here is "
+                     "a different network (it regresses the true attributes of yet other people), but both "
+                     "learned from the same renderer.")
     if uses_judge:
         notes.append("This model was trained with an identity loss computed by dlib's face-recognition "
                      "ResNet, the same network that judges identity here. The identity numbers are "

@@ -12,6 +12,7 @@ from facegan_kit.eval.suite import (
     SCALAR_KEYS,
     check_metrics,
     evaluate,
+    identity_backbones,
     identity_loss_uses_judge,
     pick_faces,
 )
@@ -98,6 +99,10 @@ def test_identity_loss_on_the_judge_network_is_flagged():
     assert identity_loss_uses_judge({"losses": {"identity": {"type": "identity", "backbone": "dlib-resnet"}}})
     assert not identity_loss_uses_judge({"losses": {"identity": {"type": "identity", "backbone": "vggface"}}})
     assert not identity_loss_uses_judge({"losses": {"l1": {"type": "l1"}}})
+    # the identity loss's default backbone is dlib-resnet, named or not
+    assert identity_loss_uses_judge({"losses": {"id": {"type": "identity"}}})
+    assert identity_backbones({"losses": {"a": {"type": "identity", "backbone": "synthetic-id"},
+                                          "b": {"type": "l1"}}}) == {"synthetic-id"}
 
 
 def test_pick_faces_spreads_and_caps():
