@@ -10,7 +10,7 @@ from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
 from facegan_kit.errors import InputError
 from facegan_kit.registry import Registry
 from facegan_plugins.identity import synthetic_id
-from facegan_plugins.identity.synthetic_id import SyntheticId, heldout_identification
+from facegan_plugins.identity.synthetic_id import SyntheticId, SyntheticIdConfig, heldout_identification
 from facegan_plugins.losses.identity import IdentityLoss
 
 SMALL = dict(input_size=32, subjects=24, steps=150)  # ~5 s; the recipe's default trains 400 people
@@ -84,3 +84,11 @@ def test_as_identity_loss_prefers_the_same_person(net, protocol):
     xh = other.clone().requires_grad_(True)
     loss(xh, a).backward()
     assert xh.grad is not None and xh.grad.abs().sum() > 0
+
+
+def test_first_use_inside_no_grad_still_trains():
+    # the identity loss builds its backbone while filling its real-feature cache, under no_grad
+    cfg = SyntheticIdConfig(subjects=4, heldout_subjects=2, frames=1, steps=3, batch=8)
+    with torch.no_grad():
+        net = SyntheticId(_config=cfg)
+    assert net.report["train_loss"] > 0 and not any(p.requires_grad for p in net.parameters())
