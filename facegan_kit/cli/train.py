@@ -40,9 +40,6 @@ def train_cmd(recipe, overrides, out, device, max_steps, resume, dry_run, quiet)
         click.echo(json.dumps(rec.raw, indent=2))
         return
     out = out or Path("runs") / rec.name
-    if resume is None and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        click.echo(f"note: {out} already has checkpoints; they are kept (use --resume {out}/checkpoints to continue)",
-                   err=True)
     import os
 
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports

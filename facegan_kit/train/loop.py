@@ -27,6 +27,7 @@ from facegan_kit.recipe.schema import Recipe
 from facegan_kit.train.batches import ImageSource, batch_indices, hash_seed, make_batch, stage_steps
 from facegan_kit.train.distributed import DistContext, convert_sync_batchnorm, init_distributed
 from facegan_kit.train.phases import StagePlan, StepHooks, d_step, forward_phase, g_step, plan_stage
+from facegan_kit.train.rundir import archive_previous_run
 from facegan_kit.train.speed import apply_backends, apply_to_models, resolve_speed
 from facegan_kit.train.report import JsonlLog, plot_losses, sample_grid
 from facegan_kit.train.state import TrainState
@@ -88,6 +89,10 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         raise CheckpointError(f"{resume}: checkpoint was trained with a different [model] than this recipe")
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        moved = archive_previous_run(out) if resume is None else None
+        if moved is not None:
+            print(f"note: {out} held an earlier run; moved it to {moved} (to continue that run instead: "
+                  f"--resume {moved}/checkpoints --out {moved})", file=sys.stderr)
     spec = recipe_obj.train
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)

@@ -140,3 +140,36 @@ def test_best_checkpoint_is_kept(tmp_path):
     assert meta["best"]["step"] == step and abs(meta["best"]["value"] - means[step]) < 1e-6
     assert final_meta["best"] == meta["best"]
     assert len(list((tmp_path / "run" / "checkpoints").glob("step-*"))) == 1  # pruned, best survives
+
+
+def test_fresh_run_into_a_used_folder_moves_the_earlier_run_aside(tmp_path):
+    # The earlier run has higher-numbered checkpoints than the fresh run will write first, and
+    # keeps only 2: pruning must not delete the fresh run's checkpoint (it once crashed here).
+    out = tmp_path / "run"
+    first = train(TINY, out, overrides=["train.keep_checkpoints=2"], progress=False)
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    final_before = first.checkpoint.read_bytes()
+    second = train(TINY, out, overrides=["train.keep_checkpoints=2"], max_steps=4, progress=False)
+    (prev,) = (out / "previous").iterdir()
+    assert {p.name: p.read_bytes() for p in (prev / "checkpoints").iterdir()} == before
+    assert (prev / "final.safetensors").read_bytes() == final_before
+    assert (prev / "log.jsonl").exists() and (prev / "recipe.json").exists()
+    # the folder now holds the fresh run only: its checkpoints, its log from step 1
+    assert second.checkpoint.exists() and load_checkpoint(second.checkpoint)[1]["global_step"] == 4
+    steps = sorted(int(p.stem.split("-")[1]) for p in (out / "checkpoints").iterdir())
+    assert steps[-1] == 4 and len(steps) == 2 and all(s <= 4 for s in steps), steps
+    assert _losses(out)[0]["step"] <= 2
+    assert not (out / "final.safetensors").exists()  # max_steps stopped it before the end
+
+
+def test_archive_ignores_an_empty_or_missing_run(tmp_path):
+    from facegan_kit.train.rundir import archive_previous_run
+
+    assert archive_previous_run(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    assert archive_previous_run(tmp_path) is None and not (tmp_path / "previous").exists()
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    a = archive_previous_run(tmp_path)
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    b = archive_previous_run(tmp_path)
+    assert a != b and (a / "log.jsonl").exists() and (b / "log.jsonl").exists()
