@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from facegan_kit.cache import cache_dir
 from facegan_kit.errors import FaceganError, InputError
+from facegan_plugins.identity.frozen import FrozenBackbone
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 #: (channels, number of residual blocks, first block downsamples) for dlib's levels 4..0.
@@ -194,7 +195,7 @@ class _Block(nn.Module):
         return F.relu(_add_prev(y, x if self.pool is None else self.pool(x)))
 
 
-class DlibResNet(nn.Module):
+class DlibResNet(FrozenBackbone):
     """Frozen port of dlib's face-recognition ResNet (150x150 RGB chip -> 128-d descriptor).
 
     ``features(x)`` returns the activations after each residual level (level4..level0 in dlib's
@@ -207,6 +208,8 @@ class DlibResNet(nn.Module):
 
     input_size = 150
     embed_dim = 128
+
+    name = "dlib-resnet"
 
     def __init__(self, weights: str | None = None, input_size: int | None = None,
                  normalize: bool = False, dtype: str | torch.dtype = torch.float32, fold_affine: bool = True) -> None:
@@ -238,9 +241,8 @@ class DlibResNet(nn.Module):
         self.load_state_dict(sd, strict=True)
         if fold_affine:
             self._fold_affines()
-        self.requires_grad_(False)
         self.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        self.eval()
+        self.freeze()
 
     def _fold_affines(self) -> None:
         """Fold each frozen per-channel affine into the convolution before it (``conv`` then
@@ -260,17 +262,13 @@ class DlibResNet(nn.Module):
             setattr(owner, conv_name, folded)
             setattr(owner, affine_name, nn.Identity())
 
-    def train(self, mode: bool = True) -> "DlibResNet":  # always frozen
-        return super().train(False)
-
     # -- input handling -----------------------------------------------------------------------
     def _dtype(self) -> torch.dtype:
         return self.fc.weight.dtype
 
     def preprocess(self, x: Tensor) -> Tensor:
         """[-1,1] RGB (N,3,S,S) -> dlib's network input ((x255 - mean) / 256 at 150 px)."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"dlib-resnet: expected images (N,3,S,S), got {tuple(x.shape)}")
+        self.check_images(x)
         x = x.to(self._dtype())
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",

@@ -10,20 +10,23 @@ embedding. Weights: a facenet-pytorch state dict (``.pt``/``.pth``, read with
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from facegan_kit.errors import FaceganError, InputError
 from facegan_kit.weights import load_converted
+from facegan_plugins.identity.frozen import FrozenBackbone
 
 FEATURE_BLOCKS = ("conv2d_4b", "repeat_1", "repeat_2", "repeat_3")
 _ORDER = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
           "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8")
 
 
-class FaceNet(nn.Module):
+class FaceNet(FrozenBackbone):
     """Frozen InceptionResnetV1 (512-d embeddings)."""
 
     embed_dim = 512
+
+    name = "facenet"
 
     def __init__(self, weights: str | None = None, input_size: int = 160,
                  layers: tuple[str, ...] | list[str] = FEATURE_BLOCKS) -> None:
@@ -47,15 +50,10 @@ class FaceNet(nn.Module):
                                f"({'missing' if missing else 'unexpected'} key {bad})")
         self.input_size = int(input_size)
         self.layers = tuple(layers)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "FaceNet":  # always frozen
-        return super().train(False)
+        self.freeze()
 
     def preprocess(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"facenet: expected images (N,3,S,S), got {tuple(x.shape)}")
+        self.check_images(x)
         x = x.to(self.net.last_linear.weight.dtype)
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 
 from facegan_kit.cache import cache_dir, file_lock
 from facegan_kit.errors import InputError
+from facegan_plugins.identity.frozen import FrozenBackbone
 
-__all__ = ["SyntheticId", "SyntheticIdConfig", "load_synthetic_id", "train_synthetic_id"]
+__all__ = ["SyntheticId", "SyntheticIdConfig", "heldout_identification", "train_synthetic_id"]
 
 VERSION = 1
 
@@ -60,7 +61,7 @@ def _block(i: int, o: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
 
 
-class SyntheticId(nn.Module):
+class SyntheticId(FrozenBackbone):
     """Four stride-2 conv blocks (``width, 2 width, 4 width, 4 width``), a 128-d embedding.
 
     ``features(x)`` returns the four blocks' activations (what the identity loss compares);
@@ -73,6 +74,8 @@ class SyntheticId(nn.Module):
         steps: training steps (selects the cached network).
         train_if_missing: train and cache it when no cached copy exists (else an error).
     """
+
+    name = "synthetic-id"
 
     def __init__(self, input_size: int = 32, subjects: int = 400, steps: int = 1000,
                  train_if_missing: bool = True, _config: SyntheticIdConfig | None = None) -> None:
@@ -90,15 +93,10 @@ class SyntheticId(nn.Module):
         self.report: dict = {}
         if train_if_missing is not None:  # None: an untrained shell (used by the trainer itself)
             self._load(train_if_missing)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "SyntheticId":  # always frozen
-        return super().train(False)
+        self.freeze()
 
     def _prep(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"synthetic-id: expected images (N,3,S,S), got {tuple(x.shape)}")
+        self.check_images(x)
         s = self.input_size
         if x.shape[-2:] == (s, s):
             return x

@@ -18,15 +18,18 @@ from torch import Tensor, nn
 
 from facegan_kit.errors import InputError
 from facegan_kit.weights import VGG_CONVS, load_converted
+from facegan_plugins.identity.frozen import FrozenBackbone
 
 VGG_MEAN_RGB = (129.1863, 104.7624, 93.5940)
 FEATURE_LAYERS = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
 
 
-class VggFace(nn.Module):
+class VggFace(FrozenBackbone):
     """Frozen VGG-Face. ``weights``: path of a converted safetensors file (recipe key
     ``losses.identity.backbone_weights``); ``input_size``: 224 (paper) or e.g. 128 (faster);
     ``layers``: which pre-ReLU conv outputs ``features`` returns."""
+
+    name = "vggface"
 
     def __init__(self, weights: str | None = None, input_size: int = 224,
                  layers: tuple[str, ...] | list[str] = FEATURE_LAYERS) -> None:
@@ -55,15 +58,10 @@ class VggFace(nn.Module):
             state[f"fcs.{i}.weight"], state[f"fcs.{i}.bias"] = sd[f"{name}.weight"], sd[f"{name}.bias"]
         self.load_state_dict(state, strict=True)
         self.register_buffer("mean", torch.tensor(VGG_MEAN_RGB).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "VggFace":  # always frozen
-        return super().train(False)
+        self.freeze()
 
     def preprocess(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"vggface: expected images (N,3,S,S), got {tuple(x.shape)}")
+        self.check_images(x)
         x = (x.to(self.mean.dtype) + 1) * 127.5
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
