@@ -13,6 +13,11 @@
 # train_step_compile.json) -- eight files at most, what a lent machine hands back.
 #
 #   OUT=runs/gpu bash benchmarks/gpu_checks.sh
+#   PARTS="train quality" OUT=runs/gpu bash benchmarks/gpu_checks.sh   # only parts 3 and 4
+#   # two variants of the recipe side by side on one GPU (each its own OUT and RUN):
+#   PARTS="train quality" COPY_LOG=0 OUT=$OUT/a RUN=/tmp/a bash benchmarks/gpu_checks.sh &
+#   PARTS="train quality" COPY_LOG=0 OUT=$OUT/b RUN=/tmp/b TRAIN_SET="--set data.include_neutral=true" \
+#       bash benchmarks/gpu_checks.sh & wait
 #   # plumbing check on a CPU, in about a minute:
 #   OUT=/tmp/gc RECIPE=tests/fixtures/tiny.toml BATCHES=8 DEVICE=cpu bash benchmarks/gpu_checks.sh
 set -u
@@ -23,6 +28,11 @@ DEVICE=${DEVICE:-cuda}
 RUN=${RUN:-/tmp/gpu-checks-run}
 LAST_STAGE=${LAST_STAGE:-refining}
 FACEGAN=${FACEGAN:-facegan}   # or "python3 -m facegan_kit"
+PARTS=${PARTS:-tests bench train quality}   # which parts run (COMPILE=1 adds the compile one)
+TRAIN_LIMIT=${TRAIN_LIMIT:-420}
+QUALITY_LIMIT=${QUALITY_LIMIT:-150}
+TRAIN_SET=${TRAIN_SET:-}        # extra "--set key=value ..." for the training run (a variant)
+COPY_LOG=${COPY_LOG:-1}         # 0: leave log.jsonl behind (two variants must fit in 8 files)
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 export PYTHONUNBUFFERED=1
@@ -42,36 +52,54 @@ part "device"
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', 'facegan_kit', facegan_kit.__version__)"
 } 2>&1 | tee -a "$LOG"
 
-if [ "$DEVICE" = cuda ]; then
+want() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if want tests && [ "$DEVICE" = cuda ]; then
     part "CUDA tests"
     limit 120 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py
 fi
 
-part "train_step.py: optimised vs eager fp32"
-# shellcheck disable=SC2086  # BATCHES is a list
-limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
-    --json "$OUT/train_step.json" --md "$OUT/train_step.md"
+if want bench; then
+    part "train_step.py: optimised vs eager fp32"
+    # shellcheck disable=SC2086  # BATCHES is a list
+    limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
+        --json "$OUT/train_step.json" --md "$OUT/train_step.md"
+fi
 
-part "the whole schedule: facegan train $RECIPE"
-rm -rf "$RUN"
-limit 420 $FACEGAN train "$RECIPE" --out "$RUN" --device "$DEVICE" --quiet
-cp "$RUN/run.json" "$RUN/log.jsonl" "$OUT/" 2>/dev/null
-last_png=$(ls "$RUN"/samples/stage-*.png 2>/dev/null | tail -1)
-[ -n "$last_png" ] && cp "$last_png" "$OUT/samples.png"
+if want train; then
+    part "the whole schedule: facegan train $RECIPE"
+    rm -rf "$RUN"
+    # shellcheck disable=SC2086  # TRAIN_SET is a list of options
+    limit "$TRAIN_LIMIT" $FACEGAN train "$RECIPE" --out "$RUN" --device "$DEVICE" --quiet $TRAIN_SET
+    cp "$RUN/run.json" "$OUT/" 2>/dev/null
+    [ "$COPY_LOG" = 1 ] && cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null
+    last_png=$(ls "$RUN"/samples/stage-*.png 2>/dev/null | tail -1)
+    [ -n "$last_png" ] && cp "$last_png" "$OUT/samples.png"
+fi
 
-if [ -f "$RUN/final.safetensors" ]; then
-    part "oracle quality of the trained model"
-    limit 120 python3 - "$RUN/final.safetensors" "$OUT/quality.json" "$DEVICE" <<'EOF'
+# the final model, or the newest checkpoint of a run cut off by its time limit
+CKPT=$RUN/final.safetensors
+[ -f "$CKPT" ] || CKPT=$(ls -t "$RUN"/checkpoints/*.safetensors 2>/dev/null | head -1)
+if want quality && [ -n "$CKPT" ] && [ -f "$CKPT" ]; then
+    part "oracle quality of $CKPT"
+    limit "$QUALITY_LIMIT" python3 - "$CKPT" "$OUT/quality.json" "$DEVICE" <<'EOF'
 import json, sys
-from facegan_kit.eval.suite import evaluate
+from facegan_kit.eval.suite import evaluate, load_editor
 ckpt, dest, device = sys.argv[1:4]
+editor = load_editor(ckpt, device=device)
 keys = ["oracle_expression_accuracy", "oracle_identity_kept_rate", "oracle_recon_identity_kept_rate",
         "oracle_intensity_rho_continuous", "oracle_intensity_rho_levels", "oracle_neutral_rate", "recon_l1"]
-out = {}
+out = {"checkpoint": ckpt}
 for split in ("test", "train"):
-    m = evaluate(ckpt, split=split, max_subjects=8, device=device, expression_judge=None, identity_judge=None)
+    if hasattr(editor.controller, "level_codes"):
+        editor.controller.level_codes = "single"  # the paper's levels first
+    m = evaluate(editor, split=split, max_subjects=8, device=device, expression_judge=None, identity_judge=None)
     out[split] = {k: m.get(k) for k in keys}
     out[split]["per_class"] = m.get("oracle_expression_accuracy_per_class")
+    if hasattr(editor.controller, "level_codes"):  # fctrl: the staircase levels too
+        editor.controller.level_codes = "cumulative"
+        m = evaluate(editor, split=split, max_subjects=8, device=device, expression_judge=None, identity_judge=None)
+        out[split]["oracle_intensity_rho_levels_cumulative"] = m.get("oracle_intensity_rho_levels")
     print(split, json.dumps(out[split]))
 open(dest, "w").write(json.dumps(out, indent=1))
 EOF

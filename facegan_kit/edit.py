@@ -87,6 +87,20 @@ class Editor:
             raise InputError(f"intensity {intensity} out of range [0, 1]")
         return ctrl.intensity_code(k, t).to(self.device)
 
+    def set_level_codes(self, mode: str | None) -> None:
+        """Choose how ``level`` codes are built (``fctrl``: ``"single"``, the paper's one element
+        +1, or ``"cumulative"``, the first ``level`` elements +1); ``None`` keeps the
+        checkpoint's. An edit-time choice: the training codes do not depend on it."""
+        if mode is None:
+            return
+        ctrl = self.controller
+        choices = getattr(ctrl, "LEVEL_CODES", None)
+        if not hasattr(ctrl, "level_codes") or not choices:
+            raise InputError(f"this model's controller ({type(ctrl).__name__}) has no level-code choice")
+        if mode not in choices:
+            raise InputError(f"level codes {mode!r}: use one of {', '.join(choices)}")
+        ctrl.level_codes = mode
+
     # -- networks --------------------------------------------------------------------------
     def _check_images(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:

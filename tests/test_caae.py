@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from facegan_kit.errors import InputError
 from facegan_kit.pm import default_registry
 from facegan_plugins.caae.controller import OneHotPM1
 from facegan_plugins.caae.discriminator import CAAEDImg
@@ -144,3 +145,6 @@ def test_caae_quick_trains_and_loads_in_editor(tmp_path):
     assert out.shape == (2, 3, s, s) and torch.isfinite(out).all()
     assert ed.code("neutral").tolist() == [-1.0] * 6
     assert ed.code("happy", level=1).tolist() == [-1.0, -1, -1, 1, -1, -1]
+    with pytest.raises(InputError, match="no level-code choice"):  # CAAE's code has no levels to stack
+        ed.set_level_codes("cumulative")
+    ed.set_level_codes(None)  # None: keep the checkpoint's, for any controller

@@ -44,11 +44,14 @@ def _png(path: Path) -> Path:
 @click.option("--intensity", type=float, default=None,
               help="Continuous intensity in [0,1]: 0 = the neutral code, 1 = the strongest code.")
 @click.option("--level", type=int, default=None, help="The paper's discrete level 1 (weak) .. 5 (strong).")
+@click.option("--level-codes", type=click.Choice(["single", "cumulative"]), default=None,
+              help="How --level builds its code (default: the checkpoint's recipe): single = the paper's "
+                   "(element L of the block +1), cumulative = elements 1..L +1.")
 @click.option("--out", type=DIR, default=Path("edits"), show_default=True, help="Output folder.")
 @click.option("--paste-back/--no-paste-back", default=True, show_default=True,
               help="Paste the edited face back into the photo (aligned inputs only).")
 @_common
-def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, no_align, device):
+def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out, paste_back, no_align, device):
     """Re-render the faces in IMAGES with a new EXPRESSION and intensity.
 
     \b
@@ -60,7 +63,8 @@ def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, 
     Intensity is a straight path in code space (controller.intensity_code): the target
     expression's block of the code is 2t-1 everywhere and every other block -1, so t=0 is
     exactly the neutral code and t=1 the strongest; --level L sets only element L of the
-    block to +1 (the paper's Fig. 3). Neither given: intensity 1.
+    block to +1 (the paper's Fig. 3; with --level-codes cumulative, elements 1..L, the
+    shipped recipes' choice). Neither given: intensity 1.
     Outputs: OUT/<stem>_<expression>[_i0.70|_l3].png. For photos (no --no-align) that is the
     photo with the edited face pasted back, and <...>_face.png is the edited aligned crop.
     """
@@ -69,6 +73,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, 
     from facegan_kit.data.io import write_png_atomic
 
     ed = load_editor(checkpoint, device)
+    ed.set_level_codes(level_codes)
     code = ed.code(expression, intensity=intensity, level=level)  # validates (one-line errors)
     expr = expression.strip().lower()
     paste = paste_back and not no_align
@@ -94,8 +99,10 @@ def edit_cmd(checkpoint, images, expression, intensity, level, out, paste_back, 
 @click.option("--out", type=FILE, required=True, help="Output PNG.")
 @click.option("--labels/--no-labels", default=True, show_default=True,
               help="Header row with column names and level names (no text: exactly 5 x 8 cells).")
+@click.option("--level-codes", type=click.Choice(["single", "cumulative"]), default=None,
+              help="How the level rows are coded (default: the checkpoint's recipe; see facegan edit --help).")
 @_common
-def grid_cmd(checkpoint, image, out, labels, no_align, device):
+def grid_cmd(checkpoint, image, out, labels, level_codes, no_align, device):
     """Every expression at every intensity level for one face (the paper's Figure 3).
 
     \b
@@ -110,6 +117,7 @@ def grid_cmd(checkpoint, image, out, labels, no_align, device):
 
     check_outputs([_png(out)], [checkpoint, image])
     ed = load_editor(checkpoint, device)
+    ed.set_level_codes(level_codes)
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
     g = ed.grid(face.face[None]).cpu()  # (levels, 7, 3, S, S)
     cells = [[face.face if i == 0 else None, *g[i]] for i in range(g.shape[0])]

@@ -69,14 +69,18 @@ def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background):
 @click.option("--no-align", is_flag=True, help="Centre-crop and resize instead of detecting and aligning.")
 @click.option("--policy", type=click.Choice(["single", "largest"]), default="single", show_default=True,
               help="Photos with several faces: skip them (single) or keep the largest face.")
-@click.option("--include-neutral", is_flag=True, help="Keep neutral frames (label 6).")
+@click.option("--include-neutral", is_flag=True, help="Keep images labelled neutral (label 6).")
+@click.option("--neutral-first", is_flag=True,
+              help="oulu-casia, ckplus: add each sequence's first frame as a neutral face (the recipes "
+                   "train the neutral code on them).")
 @click.option("--device", default="cpu", show_default=True, help="Device for the face detector.")
-def prepare_cmd(src, out, layout, size, frames, test_ratio, seed, no_align, policy, include_neutral, device):
+def prepare_cmd(src, out, layout, size, frames, test_ratio, seed, no_align, policy, include_neutral,
+                neutral_first, device):
     """Detect, align and index a real-face dataset from SRC into OUT.
 
     \b
     Examples:
-      facegan data prepare ~/datasets/Oulu-CASIA/VL data/oulu --layout oulu-casia
+      facegan data prepare ~/datasets/Oulu-CASIA/VL data/oulu --layout oulu-casia --neutral-first
       facegan data prepare photos/ data/mine --layout folder --frames all --size 64
 
     OUT gets images/<subject>/*.png, index.csv (path, subject, expression, ..., split) and
@@ -96,7 +100,8 @@ def prepare_cmd(src, out, layout, size, frames, test_ratio, seed, no_align, poli
             click.echo(f"  {done}/{total}", err=True)
 
     rep = prepare(src, out, layout, size=size, frames=frames, test_ratio=test_ratio, seed=seed,
-                  align=not no_align, policy=policy, include_neutral=include_neutral, device=device,
+                  align=not no_align, policy=policy, include_neutral=include_neutral,
+                  neutral_first=neutral_first, device=device,
                   progress=progress)
     click.echo(prepare_cli_summary(rep))
     if rep.n_written == 0:

@@ -13,7 +13,7 @@ with a reason. Supported layouts (:data:`LAYOUTS`):
     ``cohn-kanade-images/S005/001/S005_001_00000011.png`` with the label in
     ``Emotion/S005/001/S005_001_00000011_emotion.txt`` (float CK+ code). Unlabelled
     sequences and contempt (code 2) are skipped with a reason. ``neutral_first``
-    adds the first frame of each labelled sequence as neutral.
+    adds the first frame of each labelled sequence as neutral (Oulu-CASIA too).
 ``jaffe``
     ``KA.AN1.39.tiff``: subject ``KA``, code ``AN`` (AN DI FE HA SA SU NE).
 ``folder``
@@ -151,7 +151,7 @@ def _finish(result: LayoutResult, include_neutral: bool) -> LayoutResult:
     return result
 
 
-def _oulu(root: Path, frames: str) -> LayoutResult:
+def _oulu(root: Path, frames: str, neutral_first: bool = False) -> LayoutResult:
     res = LayoutResult()
     sequences: Dict[Path, List[Path]] = defaultdict(list)
     for path in sorted(p for p in root.rglob("*") if _is_image(p)):
@@ -169,6 +169,9 @@ def _oulu(root: Path, frames: str) -> LayoutResult:
         subject = folder.parent.name
         for f in _select(files, frames):
             res.records.append(Record(f.resolve(), subject, label, _frame_of(f)))
+        if neutral_first and len(files) > 1 and frames != "all":  # sequences start neutral
+            f = min(files, key=lambda p: (_frame_of(p), p.name))
+            res.records.append(Record(f.resolve(), subject, NEUTRAL_LABEL, _frame_of(f)))
     return res
 
 
@@ -295,7 +298,7 @@ def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool 
         layout: One of :data:`LAYOUTS` (``"ck+"``/``"oulu"`` aliases accepted).
         frames: ``"last3"``, ``"peak"`` or ``"all"`` (sequence layouts only).
         include_neutral: Keep label-6 records instead of reporting them skipped.
-        neutral_first: CK+ only: add each labelled sequence's first frame as neutral
+        neutral_first: Oulu-CASIA and CK+: add each labelled sequence's first frame as neutral
             (implies keeping neutral records).
 
     Returns:
@@ -317,7 +320,8 @@ def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool 
     if key != "csv" and not src.is_dir():
         raise InputError(f"{src}: {key} layout needs a folder")
     if key == "oulu-casia":
-        res = _oulu(src, frames)
+        res = _oulu(src, frames, neutral_first)
+        include_neutral = include_neutral or neutral_first
     elif key == "ckplus":
         res = _ckplus(src, frames, neutral_first)
         include_neutral = include_neutral or neutral_first

@@ -190,15 +190,20 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         ids = faces.subject.unique()
         keep = ids[pick_faces(len(ids), max_subjects)]
         faces = faces.select(torch.nonzero(torch.isin(faces.subject, keep)).squeeze(1))
+    notes: list[str] = []
+    ctrl = editor.controller
+    n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
+    expressive = faces.expression < n_cls
+    if not bool(expressive.all()):  # neutral frames: the protocol edits the six expressions' faces
+        notes.append(f"{int((~expressive).sum())} neutral faces of the {split} split left out (sources "
+                     "are the expressive frames, as in the paper's protocol)")
+        faces = faces.select(torch.nonzero(expressive).squeeze(1))
     idx = pick_faces(len(faces), max_faces)
     faces = faces.select(idx)
-    notes: list[str] = []
     is_synthetic = table.get("type") == "synthetic" and "attrs" in faces.extra
     ej, ij = _load_judges(expression_judge, identity_judge, notes)
     orc = _load_oracles(oracles, is_synthetic, notes)
 
-    ctrl = editor.controller
-    n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
     size = editor.image_size
     x = to_float(faces.images)
     if x.shape[-1] != size:

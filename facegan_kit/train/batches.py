@@ -98,10 +98,20 @@ class ImageSource:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def one_hot_or_neutral(labels: Tensor, num_classes: int) -> Tensor:
+    """``(N,)`` labels ``0..num_classes`` -> ``(N, num_classes)`` float; ``num_classes`` (neutral)
+    gives an all-zero row."""
+    return torch.nn.functional.one_hot(labels, num_classes + 1)[:, :num_classes].float()
+
+
 def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classes: int,
                flip: bool, generator: torch.Generator | None, *, shard: tuple[int, int] | None = None,
                channels_last: bool = False) -> Batch:
     """(x float [-1,1] on device, one-hot y, labels) with optional random horizontal flip.
+
+    A label equal to ``num_classes`` is the neutral face (``NEUTRAL_LABEL`` = 6 for the paper's
+    six classes): its ``y`` row is all zeros, which ``fctrl`` turns into the all-negative code
+    (the paper's test-time neutral, here trained when the data has neutral frames).
 
     ``index`` is the global batch; with ``shard = (rank, world_size)`` only this process's slice
     is gathered, while the flip mask is drawn for the whole global batch (so every process's
@@ -122,6 +132,6 @@ def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classe
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y_all = torch.nn.functional.one_hot(labels_all, num_classes).float()
+    y_all = one_hot_or_neutral(labels_all, num_classes)
     y = y_all[rows] if shard is not None else y_all
     return Batch(x, y, labels, local, mask, y_all)

@@ -6,18 +6,22 @@ from facegan_kit.data.base import FaceData, FaceSplit
 
 
 def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
-              test_subjects: int = 0, background: str = "random") -> FaceData:
+              test_subjects: int = 0, background: str = "random",
+              include_neutral: bool = False) -> FaceData:
     """The project's procedural faces (``facegan data synthetic`` writes the same ones to disk).
 
     Defaults mirror the paper's Oulu-CASIA protocol: 80 subjects x 6 expressions x 3 frames near
     peak intensity, no neutral, split by subject (``test_subjects = 0`` means 10%).
     ``background``: ``"random"`` (a muted colour gradient per image) or ``"plain"`` (one lab grey,
-    as Oulu-CASIA's studio recordings).
+    as Oulu-CASIA's studio recordings). ``include_neutral``: add ``frames`` neutral faces per
+    subject (label 6, the first frame of an Oulu-CASIA sequence); the trainer gives them the
+    all-negative expression code, the edit-time neutral (README, "Neutral and intensity levels").
     """
     from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
 
     ds = make_dataset(SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed,
-                                      test_subjects=test_subjects or None, background=background))
+                                      test_subjects=test_subjects or None, background=background,
+                                      include_neutral=include_neutral))
 
     def part(mask):
         sub = ds.subset(mask)

@@ -6,6 +6,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
+#: How ``level_code`` builds level ``l``: the paper's single element, or the first ``l`` elements.
+LEVEL_CODES = ("single", "cumulative")
+
+
 class FCtrl(nn.Module):
     """Labels -> expression code ``c = [c_1, ..., c_K]`` with ``K`` blocks of ``d`` elements.
 
@@ -16,7 +20,11 @@ class FCtrl(nn.Module):
     Edit-time codes (never seen in training, the paper's test-time convention):
 
     - ``level_code(k, level)``: element ``level - 1`` of block ``k`` is +1, every other element
-      of the whole code is -1 (the paper's discrete intensity levels ``1..levels``);
+      of the whole code is -1 (the paper's discrete intensity levels ``1..levels``); with
+      ``level_codes = "cumulative"`` (a departure) the first ``level`` elements of block ``k``
+      are +1 instead, a staircase from next to the neutral code (level 1) to the strongest
+      class code (level ``d``), for decoders in which the single-element codes all render the
+      same face (README, "Neutral and intensity levels");
     - ``neutral_code()``: all -1;
     - ``intensity_code(k, t)``: a linear slider, block ``k`` = ``2t - 1`` everywhere and the
       other blocks -1, so ``t = 0`` is the neutral code and ``t = 1`` the strongest code.
@@ -27,9 +35,14 @@ class FCtrl(nn.Module):
         num_classes: number of expression classes ``K``.
         code_dim_per_class: elements per class block ``d``.
         levels: number of discrete intensity levels (default ``d``; at most ``d``).
+        level_codes: ``"single"`` (the paper's: one element +1) or ``"cumulative"`` (the first
+            ``level`` elements +1). Only edit-time codes depend on it, so it may be changed on a
+            trained model (``editor.controller.level_codes = "cumulative"``).
 
     Shape:
         - Input: ``y (N, K)`` one-hot (a float or integer label vector ``(N,)`` is one-hot encoded).
+          An all-zero row (label ``K`` in a label vector) is a neutral face: every block is
+          ``-|u|``, so neutral frames in the training data train the edit-time neutral code.
         - Output: ``c (N, K * d)``.
 
     Example:
@@ -38,8 +51,11 @@ class FCtrl(nn.Module):
         tensor([-1., -1., -1.,  1.])
     """
 
+    LEVEL_CODES = LEVEL_CODES
+
     def __init__(
-        self, num_classes: int = 6, code_dim_per_class: int = 5, levels: int | None = None
+        self, num_classes: int = 6, code_dim_per_class: int = 5, levels: int | None = None,
+        level_codes: str = "single",
     ) -> None:
         super().__init__()
         if num_classes < 1 or code_dim_per_class < 1:
@@ -52,6 +68,9 @@ class FCtrl(nn.Module):
             raise ValueError(
                 f"fctrl: levels must be in 1..{code_dim_per_class} (code_dim_per_class), got {levels}"
             )
+        if level_codes not in LEVEL_CODES:
+            raise ValueError(f"fctrl: level_codes must be one of {', '.join(LEVEL_CODES)}, got {level_codes!r}")
+        self.level_codes = level_codes
         self.num_classes = num_classes
         self.code_dim_per_class = code_dim_per_class
         self.code_dim = num_classes * code_dim_per_class
@@ -83,7 +102,9 @@ class FCtrl(nn.Module):
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= self.levels:
             raise ValueError(f"fctrl: level must be an integer in 1..{self.levels}, got {level!r}")
         code = self.neutral_code()
-        code[k * self.code_dim_per_class + level - 1] = 1.0
+        start = k * self.code_dim_per_class
+        first = start if self.level_codes == "cumulative" else start + level - 1
+        code[first : start + level] = 1.0
         return code
 
     def intensity_code(self, k: int, t: float) -> Tensor:
@@ -111,9 +132,9 @@ class FCtrl(nn.Module):
         if y.dim() == 1:
             if y.dtype.is_floating_point:
                 raise ValueError("fctrl: a 1-D label tensor must hold integer class indices")
-            if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
-                raise ValueError(f"fctrl: labels must be in 0..{self.num_classes - 1}")
-            return F.one_hot(y, self.num_classes).float()
+            if y.numel() and (y.min() < 0 or y.max() > self.num_classes):
+                raise ValueError(f"fctrl: labels must be in 0..{self.num_classes} ({self.num_classes} = neutral)")
+            return F.one_hot(y, self.num_classes + 1)[:, : self.num_classes].float()
         if y.dim() != 2 or y.shape[1] != self.num_classes:
             raise ValueError(
                 f"fctrl expects one-hot labels (N, {self.num_classes}), got {tuple(y.shape)}"

@@ -76,6 +76,14 @@ def test_edit_names_expressions_and_intensities(run, ckpt, faces, tmp_path):
     assert (out / "s0_e3_surprise_l3.png").is_file()
     ok(run, "edit", *base, "-e", "happy")  # neither: intensity 1, no suffix
     assert np.array_equal(pixels(out / "s0_e3_happy.png"), i1)
+    # --level-codes: cumulative level 5 is the strongest code (= intensity 1); single level 3
+    # (the paper's one element) is another code than cumulative level 3
+    base_c = [ckpt, faces[0], "--no-align", "-e", "happy", "--level-codes"]
+    ok(run, "edit", *base_c, "cumulative", "--level", "5", "--out", tmp_path / "c")
+    assert np.array_equal(pixels(tmp_path / "c" / "s0_e3_happy_l5.png"), i1)
+    ok(run, "edit", *base_c, "cumulative", "--level", "3", "--out", tmp_path / "c")
+    ok(run, "edit", *base_c, "single", "--level", "3", "--out", tmp_path / "s")
+    assert np.abs(pixels(tmp_path / "c" / "s0_e3_happy_l3.png") - pixels(tmp_path / "s" / "s0_e3_happy_l3.png")).mean() > 0.1
 
 
 @pytest.mark.parametrize("bad, words", [

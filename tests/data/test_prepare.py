@@ -44,6 +44,9 @@ def test_oulu_casia_frames(tmp_path):
     assert len(parse_layout(tmp_path, "oulu-casia", frames="all").records) == 36
     again = parse_layout(tmp_path, "oulu-casia")
     assert again.records == res.records  # stable order
+    neu = parse_layout(tmp_path, "oulu-casia", neutral_first=True)
+    first = [r for r in neu.records if r.expression == NEUTRAL_LABEL]
+    assert len(neu.records) == len(res.records) + 6 and {r.frame for r in first} == {0}
 
 
 def test_ckplus_contempt_skipped_and_neutral_first(tmp_path):
@@ -126,6 +129,13 @@ def test_split_is_subject_disjoint_and_seeded(tmp_path):
     by_split = {sp: {r["subject"] for r in rows if r["split"] == sp} for sp in ("train", "test")}
     assert len(by_split["test"]) == 2 and not (by_split["train"] & by_split["test"])
     assert rep.n_test == 12 and rep.test_subjects == sorted(by_split["test"])
+    # --neutral-first: each sequence's first frame joins as a neutral face (label 6)
+    rep = prepare(src, tmp_path / "out_neu", "oulu-casia", size=32, test_ratio=0.2, seed=1,
+                  align=False, neutral_first=True)
+    rows = read_index(tmp_path / "out_neu")
+    neutral = [r for r in rows if int(r["expression"]) == 6]
+    assert rep.n_written == len(rows) == 10 * 2 * 4 and len(neutral) == 10 * 2
+    assert all(r["expression_name"] == "neutral" for r in neutral)
 
 
 def test_prepare_mixed_folder(tmp_path):

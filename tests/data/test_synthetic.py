@@ -150,6 +150,18 @@ def test_protocol_counts_and_subject_disjoint_split():
     assert isinstance(sub, SyntheticFaces) and len(sub) == 240 and bool((sub.expression == 3).all())
 
 
+def test_dataset_plugin_adds_neutral_frames_without_touching_the_others():
+    from facegan_plugins.data import synthetic
+
+    base = synthetic(subjects=4, size=16, frames=1, test_subjects=1)
+    neu = synthetic(subjects=4, size=16, frames=1, test_subjects=1, include_neutral=True)
+    for a, b in ((base.train, neu.train), (base.test, neu.test)):
+        keep = b.expression < 6
+        assert int((~keep).sum()) == len(b.subject.unique())  # one neutral frame per subject
+        assert torch.equal(a.images, b.images[keep]) and torch.equal(a.expression, b.expression[keep])
+        assert float(b.extra["intensity"][~keep].abs().max()) == 0.0
+
+
 def test_config_options_and_cache_roundtrip():
     cfg = SyntheticConfig(subjects=7, size=32, frames=2, test_subjects=3, include_neutral=True, seed=4)
     ds = make_dataset(cfg)

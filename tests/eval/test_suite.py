@@ -131,3 +131,19 @@ def test_max_subjects_keeps_whole_subjects(tiny_checkpoint):
     all_train = evaluate(tiny_checkpoint, split="train", expression_judge=None, identity_judge=None, oracles=None)
     assert m["faces"] * all_train["subjects"] == all_train["faces"] * 2
     assert m["oracle_identity_kept_rate"] is not None and m["oracle_recon_identity_kept_rate"] is not None
+
+
+def test_neutral_frames_are_trained_as_the_all_negative_code_and_left_out_of_eval(tmp_path):
+    """A recipe with neutral frames trains (label 6 -> all-zero y -> fctrl's all-negative code);
+    the evaluation edits only the expressive frames, as the protocol does, and says so."""
+    from facegan_kit.train import train
+    from facegan_kit.train.batches import one_hot_or_neutral
+
+    y = one_hot_or_neutral(torch.tensor([6, 0, 5]), 6)
+    assert y.tolist()[0] == [0.0] * 6 and y[1, 0] == 1 and y[2, 5] == 1
+    out = train("tests/fixtures/tiny.toml", tmp_path / "run", progress=False,
+                overrides=["data.include_neutral=true"])
+    assert out.finished
+    m = evaluate(out.checkpoint, split="test", expression_judge=None, identity_judge=None, oracles=None)
+    assert m["faces"] == 12  # 2 test subjects x 6 expressions x 1 frame; their 2 neutral frames left out
+    assert any("2 neutral faces of the test split left out" in n for n in m["notes"])

@@ -44,6 +44,21 @@ def test_integer_labels_match_one_hot(ctrl: FCtrl) -> None:
     assert torch.equal(a, b)
 
 
+def test_neutral_rows_get_the_all_negative_code(ctrl: FCtrl) -> None:
+    """A neutral training face (label K, or an all-zero y row) gets -|u| in every block: the
+    training counterpart of the edit-time neutral code (all -1)."""
+    labels = torch.tensor([K, 2, K])
+    c = _blocks(ctrl(labels, generator=torch.Generator().manual_seed(1)))
+    assert bool((c[[0, 2]] <= 0).all()) and bool((c[1, 2] >= 0).all()) and bool((c[1, [0, 1, 3, 4, 5]] <= 0).all())
+    assert float(c[0].abs().max()) > 0  # magnitudes are drawn, not all zero
+    # every block of a neutral row holds the same magnitudes, as every block of a class row does
+    assert torch.equal(c[0], c[0, :1].expand(K, D))
+    zero_rows = ctrl(torch.zeros(2, K), generator=torch.Generator().manual_seed(1))
+    assert bool((zero_rows <= 0).all())
+    with pytest.raises(ValueError, match="neutral"):
+        ctrl(torch.tensor([K + 1]))
+
+
 def test_deterministic_from_generator(ctrl: FCtrl) -> None:
     y = torch.eye(K)
     a = ctrl(y, generator=torch.Generator().manual_seed(7))
@@ -69,6 +84,21 @@ def test_level_code(ctrl: FCtrl, k: int, level: int) -> None:
     expected = -torch.ones(K * D)
     expected[k * D + level - 1] = 1
     assert torch.equal(code, expected)
+
+
+def test_cumulative_level_codes() -> None:
+    ctrl = FCtrl(num_classes=K, code_dim_per_class=D, level_codes="cumulative")
+    for level in range(1, D + 1):
+        code = _blocks(ctrl.level_code(2, level)[None])[0]
+        assert code[2].tolist() == [1.0] * level + [-1.0] * (D - level)
+        assert bool((code[[0, 1, 3, 4, 5]] == -1).all())
+    # the top level is the strongest class code, the end of the intensity path
+    assert torch.equal(ctrl.level_code(2, D), ctrl.intensity_code(2, 1.0))
+    # an edit-time setting: switching it on a built controller changes only the level codes
+    ctrl.level_codes = "single"
+    assert int((ctrl.level_code(2, 3) > 0).sum()) == 1
+    with pytest.raises(ValueError, match="level_codes"):
+        FCtrl(level_codes="steps")
 
 
 def test_intensity_path(ctrl: FCtrl) -> None:
