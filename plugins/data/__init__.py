@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from facegan_kit import hookimpl
 from facegan_kit.data.base import FaceData, FaceSplit
+from facegan_kit.data.layouts import NEUTRAL_LABEL
 
 
 def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
@@ -31,20 +32,25 @@ def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 
     return FaceData(train=part(ds.train), test=part(~ds.train), num_classes=6, name="synthetic")
 
 
-def prepared(root: str, size: int = 0) -> FaceData:
+def prepared(root: str, size: int = 0, include_neutral: bool = True) -> FaceData:
     """Faces written by ``facegan data prepare`` (aligned crops + index.csv), read from the
-    cached uint8 store. ``size`` resizes on load when it differs from the prepared size."""
+    cached uint8 store. ``size`` resizes on load when it differs from the prepared size.
+    ``include_neutral``: keep the neutral faces the folder holds (``data prepare
+    --neutral-first`` / ``--include-neutral``; they train the neutral code) or leave them out."""
     from facegan_kit.data.store import PreparedFaces
 
     def part(split: str) -> FaceSplit:
         faces = PreparedFaces(root, split=split)
-        images = faces.images
+        images, expression, subject = faces.images, faces.expression, faces.subject
+        if not include_neutral:
+            keep = expression != NEUTRAL_LABEL
+            images, expression, subject = images[keep], expression[keep], subject[keep]
         if size and images.shape[-1] != size:
             import torch.nn.functional as F
 
             images = F.interpolate(images.float(), size=(size, size), mode="bilinear",
                                    antialias=True, align_corners=False).round().clamp(0, 255).byte()
-        return FaceSplit(images, faces.expression, faces.subject)
+        return FaceSplit(images, expression, subject)
 
     return FaceData(train=part("train"), test=part("test"), num_classes=6, name=f"prepared:{root}")
 

@@ -94,3 +94,14 @@ def test_bad_toml_and_missing_file(tmp_path):
         load_recipe(bad)
     with pytest.raises(RecipeError, match="not found"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_shipped_recipes_switch_to_prepared_data_as_the_readme_says(capsys):
+    """README: `--set data.type=prepared --set data.root=...`; the recipes' [data] keys
+    (include_neutral) must be valid for the prepared dataset too."""
+    from facegan_kit.cli import main
+
+    for name in ("exprgan.toml", "exprgan-quick.toml", "caae.toml"):
+        main(["train", str(ROOT / "recipes" / name), "--set", "data.type=prepared", "--set",
+              "data.root=some/folder", "--dry-run"])
+        assert '"prepared"' in capsys.readouterr().out

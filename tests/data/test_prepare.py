@@ -136,6 +136,12 @@ def test_split_is_subject_disjoint_and_seeded(tmp_path):
     neutral = [r for r in rows if int(r["expression"]) == 6]
     assert rep.n_written == len(rows) == 10 * 2 * 4 and len(neutral) == 10 * 2
     assert all(r["expression_name"] == "neutral" for r in neutral)
+    # the prepared dataset keeps them (they train the neutral code) unless told not to
+    from facegan_plugins.data import prepared
+
+    with_neu, without = prepared(str(tmp_path / "out_neu")), prepared(str(tmp_path / "out_neu"), include_neutral=False)
+    assert int((with_neu.train.expression == 6).sum()) + int((with_neu.test.expression == 6).sum()) == 20
+    assert len(without.train) + len(without.test) == 60 and not bool((without.train.expression == 6).any())
 
 
 def test_prepare_mixed_folder(tmp_path):
