@@ -40,9 +40,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+#: Top-level key of a raw recipe listing the tables whose ``type`` an override changed (see
+#: :func:`apply_overrides`); :func:`facegan_kit.recipe.schema.validate` consumes it.
+RETYPED_KEY = "_retyped_by_override"
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a copy of ``raw``.
+
+    ``--set data.type=prepared`` on a recipe whose ``[data]`` is synthetic swaps the component:
+    the table's other recipe keys then belong to the old type, so the result records the table
+    under :data:`RETYPED_KEY` (with the keys the overrides set themselves) and validation leaves
+    out those the new type does not take, saying so, instead of failing on a key the user
+    cannot remove from the command line.
+    """
     out = copy.deepcopy(raw)
+    retyped: dict[str, set[str]] = {}
     for parts, value in overrides:
+        if parts[-1] == "type" and _get(out, parts[:-1]).get("type", value) != value:
+            retyped.setdefault(".".join(parts[:-1]), set())
         node: Any = out
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, list):  # stages.1.epochs
@@ -56,7 +72,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
             node[idx] = value
         else:
             node[parts[-1]] = value
+    for parts, _ in overrides:  # keys set on the command line stay, whatever their order
+        if ".".join(parts[:-1]) in retyped:
+            retyped[".".join(parts[:-1])].add(parts[-1])
+    if retyped:
+        out[RETYPED_KEY] = {table: sorted(keys) for table, keys in retyped.items()}
     return out
+
+
+def _get(raw: dict[str, Any], parts: list[str]) -> dict:
+    """The table at ``parts`` (``{}`` when absent or not a table)."""
+    node: Any = raw
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
 
 
 def _index(part: str, parts: list[str]) -> int:

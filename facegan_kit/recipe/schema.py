@@ -1,12 +1,15 @@
 """The recipe's structure, and validation of every table against its factory's signature."""
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from facegan_kit.errors import RecipeError
+from facegan_kit.recipe.load import RETYPED_KEY
 from facegan_kit.registry import Registry
 
 #: ``[model.<slot>]`` tables and the registry kind each slot is built from.
@@ -118,6 +121,8 @@ class Recipe:
 
 def validate(raw: dict[str, Any], registry: Registry) -> Recipe:
     """Check every table against the registry and the factories' signatures."""
+    if RETYPED_KEY in raw:
+        raw = _drop_old_type_keys(raw, registry)
     _unknown_keys("recipe", raw, TOP_LEVEL)
     for key in ("model", "stages"):
         if key not in raw:
@@ -179,6 +184,29 @@ def _stage(i: int, raw: Any, model: dict, losses: dict, registry: Registry) -> S
             if slot not in model and weight > 0:
                 raise RecipeError(f"{path}.losses.{name}: needs a [model.{slot}] table")
     return spec
+
+
+def _drop_old_type_keys(raw: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """Leave out, with a note on stderr, the recipe keys of a table whose ``type`` a ``--set``
+    changed that the new component does not take (keys given by ``--set`` always stay)."""
+    raw = copy.deepcopy(raw)
+    for path, kept in raw.pop(RETYPED_KEY).items():
+        parts = path.split(".")
+        kind = "dataset" if parts == ["data"] else "loss" if parts[0] == "losses" else MODEL_SLOTS.get(parts[-1])
+        table = raw
+        for part in parts:
+            table = table.get(part) if isinstance(table, dict) else None
+        if kind is None or not isinstance(table, dict) or table.get("type") not in registry.names(kind):
+            continue  # validation below names the problem
+        factory = registry.get(kind, table["type"])
+        dropped = [k for k in table if k != "type" and k not in kept and not _accepts(factory, k)]
+        for key in dropped:
+            del table[key]
+        if dropped:
+            print(f"note: {path}.type = {table['type']!r}: leaving out "
+                  f"{', '.join(f'{path}.{k}' for k in dropped)} (settings of the recipe's previous "
+                  f"{kind} that {table['type']!r} does not take)", file=sys.stderr)
+    return raw
 
 
 def _component(path: str, kind: str, table: dict, registry: Registry, shared: dict) -> dict:

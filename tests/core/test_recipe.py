@@ -105,3 +105,32 @@ def test_shipped_recipes_switch_to_prepared_data_as_the_readme_says(capsys):
         main(["train", str(ROOT / "recipes" / name), "--set", "data.type=prepared", "--set",
               "data.root=some/folder", "--dry-run"])
         assert '"prepared"' in capsys.readouterr().out
+
+
+def test_changing_a_type_leaves_out_the_old_types_keys_and_says_so(capsys):
+    """`--set data.type=prepared` on a recipe with synthetic-only [data] keys (background,
+    subjects) works: those keys are dropped with a note, keys the new type takes stay."""
+    raw = apply_overrides(
+        {**load_recipe(ROOT / "tests/fixtures/tiny.toml"),
+         "data": {"type": "synthetic", "subjects": 12, "background": "plain", "include_neutral": True}},
+        [parse_override("data.type=prepared"), parse_override("data.root=faces")])
+    rec = validate(raw, default_registry())
+    assert {k: rec.data[k] for k in ("type", "root", "include_neutral")} == \
+        {"type": "prepared", "root": "faces", "include_neutral": True}
+    assert "subjects" not in rec.data and "background" not in rec.data
+    assert "subjects" not in rec.raw["data"] and "_retyped_by_override" not in rec.raw
+    err = capsys.readouterr().err
+    assert "leaving out data.subjects" in err and "data.background" in err and "root" not in err
+
+
+def test_keys_set_on_the_command_line_stay_after_a_type_change():
+    raw = load_recipe(ROOT / "tests/fixtures/tiny.toml",
+                      ["data.subjects=3", "data.type=prepared", "data.root=faces"])
+    with pytest.raises(RecipeError, match="data: unknown key 'subjects'"):
+        validate(raw, default_registry())
+
+
+def test_same_type_set_again_changes_nothing():
+    raw = load_recipe(ROOT / "tests/fixtures/tiny.toml", ["model.controller.type=fctrl"])
+    assert "_retyped_by_override" not in raw
+    validate(raw, default_registry())
