@@ -57,12 +57,17 @@ def load_editor(path: str | Path, device: str = "cpu"):
 
 def data_table(recipe, data: str | Path | None) -> dict[str, Any]:
     """The ``[data]`` table to evaluate on: the recipe's own (``None``), the synthetic faces
-    (``"synthetic"``: the recipe's table when it already is synthetic), or a folder written by
+    (``"synthetic"``: the recipe's table when it already is synthetic), a table (a ``dict``
+    with a ``type``; ``size`` defaults to the model's), or a folder written by
     ``facegan data prepare`` (any other value)."""
     size = int(recipe.model["decoder"].get("image_size", 128))
     own = dict(recipe.data)
     if data is None:
         return own
+    if isinstance(data, dict):  # a [data] table of its own, e.g. other synthetic people
+        if "type" not in data:
+            raise InputError(f"data: a [data] table needs a 'type', got {sorted(data)}")
+        return {"size": size, **data}
     if str(data) == "synthetic":
         return own if own.get("type") == "synthetic" else {"type": "synthetic", "size": size}
     root = Path(data)
@@ -145,7 +150,7 @@ def identity_backbones(recipe_raw: dict) -> set[str]:
 # -- the suite -------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_faces: int | None = None,
-             max_subjects: int | None = None,
+             max_subjects: int | None = None, subjects=None,
              out: str | Path | None = None, device: str = "cpu", identity_faces: int | None = 32,
              expression_judge: Any = "auto", identity_judge: Any = "auto", oracles: Any = "auto",
              batch_size: int = 64) -> dict[str, Any]:
@@ -153,12 +158,15 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
 
     Args:
         ckpt: a checkpoint path, or an already loaded :class:`~facegan_kit.edit.Editor`.
-        data: ``None`` (the recipe's data), ``"synthetic"`` or a prepared-faces folder.
+        data: ``None`` (the recipe's data), ``"synthetic"``, a ``[data]`` table (``dict``) or a
+            prepared-faces folder.
         split: ``"test"`` (subjects the model never saw) or ``"train"``.
         max_faces: evaluate at most this many faces of the split (evenly spread); all if ``None``.
         max_subjects: keep only this many subjects of the split (evenly spread ids) before
             ``max_faces``: e.g. 8 training subjects, so that the identity kept rate (whose chance
             level is 1 / subjects) compares with the 8 test subjects of the paper's protocol.
+        subjects: keep only these subject ids of the split (before ``max_subjects``), e.g. one
+            group of 8 of 40 held-out people (``benchmarks/heldout_groups.py``).
         out: folder for ``metrics.json``, ``report.md`` and PNGs (nothing written if ``None``).
         device: where the model runs (judges run on the CPU).
         identity_faces: at most this many faces (and their six edits) go to the identity judge,
@@ -186,6 +194,12 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
     faces: FaceSplit = getattr(fdata, split)
     if len(faces) == 0:
         raise InputError(f"the {split} split of {fdata.name} is empty")
+    if subjects is not None:
+        wanted = torch.as_tensor(list(subjects), dtype=faces.subject.dtype)
+        missing = sorted(set(wanted.tolist()) - set(faces.subject.unique().tolist()))
+        if missing:
+            raise InputError(f"subjects: {missing[:5]} not in the {split} split of {fdata.name}")
+        faces = faces.select(torch.nonzero(torch.isin(faces.subject, wanted)).squeeze(1))
     if max_subjects is not None:
         ids = faces.subject.unique()
         keep = ids[pick_faces(len(ids), max_subjects)]

@@ -147,3 +147,22 @@ def test_neutral_frames_are_trained_as_the_all_negative_code_and_left_out_of_eva
     m = evaluate(out.checkpoint, split="test", expression_judge=None, identity_judge=None, oracles=None)
     assert m["faces"] == 12  # 2 test subjects x 6 expressions x 1 frame; their 2 neutral frames left out
     assert any("2 neutral faces of the test split left out" in n for n in m["notes"])
+
+
+def test_other_people_given_as_a_table_and_chosen_by_id(tiny_checkpoint):
+    """``data`` may be a [data] table (people the model never saw: ids 10..13 of a larger
+    synthetic set) and ``subjects`` keeps exactly the named people, as
+    benchmarks/heldout_groups.py uses them."""
+    from facegan_kit.errors import InputError
+
+    table = {"type": "synthetic", "subjects": 14, "test_subjects": 4, "frames": 1}
+    m = evaluate(tiny_checkpoint, data=table, subjects=[10, 12], expression_judge=None, identity_judge=None,
+                 oracles=tiny_oracle_config())
+    assert check_metrics(m) == []
+    assert m["subjects"] == 2 and m["faces"] == 2 * 6  # 6 expressive frames each (frames = 1)
+    assert m["data_table"]["subjects"] == 14 and m["data_table"]["size"] == m["image_size"]
+    with pytest.raises(InputError, match=r"subjects: \[3\] not in the test split"):
+        evaluate(tiny_checkpoint, data=table, subjects=[3], expression_judge=None, identity_judge=None,
+                 oracles=None)
+    with pytest.raises(InputError, match="needs a 'type'"):
+        evaluate(tiny_checkpoint, data={"subjects": 3}, expression_judge=None, identity_judge=None, oracles=None)
