@@ -26,7 +26,8 @@ from facegan_kit.recipe import build_dataset, build_losses, build_model, load_re
 from facegan_kit.recipe.schema import Recipe
 from facegan_kit.train.batches import ImageSource, batch_indices, hash_seed, make_batch, stage_steps
 from facegan_kit.train.distributed import DistContext, convert_sync_batchnorm, init_distributed
-from facegan_kit.train.phases import StagePlan, StepHooks, d_step, forward_phase, g_step, plan_stage
+from facegan_kit.train.phases import (
+    StagePlan, StepHooks, d_step, forward_phase, g_step, plan_stage, prepare_terms)
 from facegan_kit.train.rundir import archive_previous_run
 from facegan_kit.train.speed import apply_backends, apply_to_models, resolve_speed
 from facegan_kit.train.report import JsonlLog, plot_losses, sample_grid
@@ -179,6 +180,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         if state.opt_g is None and state.opt_d is None:
             state.make_optimizers(plan, fused=speed.fused_adam)
         models.train()
+        prepare_terms(plan)  # e.g. build the identity backbone now, not inside the bar's first step
         bar = tqdm(total=plan.total_steps, initial=state.step_in_stage, disable=not (progress and main),
                    file=sys.stderr, desc=f"stage {plan.index + 1}/{len(plans)} {plan.spec.name}", unit="step",
                    dynamic_ncols=True)

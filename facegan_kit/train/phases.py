@@ -67,6 +67,18 @@ def plan_stage(index: int, spec: StageSpec, total_steps: int, losses: dict) -> S
     )
 
 
+def prepare_terms(plan: StagePlan) -> list[str]:
+    """Call ``prepare()`` on the stage's loss terms that have one (e.g. the identity loss builds
+    its backbone), before the stage's first step; returns the names of the terms prepared."""
+    done = []
+    for name, (_, term) in plan.terms.items():
+        prepare = getattr(term, "prepare", None)
+        if callable(prepare):
+            prepare()
+            done.append(name)
+    return done
+
+
 def prior(n: int, z_dim: int, device: torch.device, generator: torch.Generator) -> Tensor:
     """The identity prior U(-1,1)^Z (paper: "the random noise z is uniformly distributed")."""
     return torch.rand(n, z_dim, device=device, generator=generator) * 2 - 1

@@ -112,6 +112,11 @@ class IdentityLoss(nn.Module):
             self.__dict__["_backbone"] = self._build_backbone()
         return self._backbone
 
+    def prepare(self) -> None:
+        """Build the backbone now (the trainer calls this before a stage's progress bar starts,
+        so that a backbone trained or loaded on first use does not stall the bar's first step)."""
+        _ = self.backbone
+
     def _build_backbone(self) -> nn.Module:
         registry = self._registry
         if registry is None:

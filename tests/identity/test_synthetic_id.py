@@ -92,3 +92,21 @@ def test_first_use_inside_no_grad_still_trains():
     with torch.no_grad():
         net = SyntheticId(_config=cfg)
     assert net.report["train_loss"] > 0 and not any(p.requires_grad for p in net.parameters())
+
+
+def test_prepare_builds_the_backbone_before_the_first_step(net):
+    """The trainer calls each stage's terms' prepare() before the progress bar starts
+    (facegan_kit.train.phases.prepare_terms), so a backbone built on first use does not stall
+    step 1; terms without prepare() are skipped."""
+    from facegan_kit.recipe.schema import StageSpec
+    from facegan_kit.train.phases import plan_stage, prepare_terms
+
+    reg = Registry()
+    reg.add("backbone", "synthetic-id", functools.partial(SyntheticId, **SMALL))
+    loss = IdentityLoss(backbone="synthetic-id", registry=reg, input_size=32, cache_real=False)
+    assert loss._backbone is None
+    spec = StageSpec(name="reconstruction", train=["encoder", "decoder"], losses={"identity": 1.0, "l1": 1.0},
+                     epochs=1)
+    plan = plan_stage(0, spec, 10, {"identity": loss, "l1": object()})
+    assert prepare_terms(plan) == ["identity"]
+    assert isinstance(loss._backbone, SyntheticId)
