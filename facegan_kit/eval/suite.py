@@ -136,6 +136,14 @@ def _load_oracles(oracles, is_synthetic: bool, notes: list[str]):
         return None
 
 
+def _oracle_name(orc) -> str:
+    """Which oracles judged (numbers from different oracle versions do not compare)."""
+    from facegan_kit.data.oracles import ORACLE_VERSION, Oracles
+
+    return f"synthetic ground-truth oracles v{ORACLE_VERSION}" if isinstance(orc, Oracles) \
+        else f"synthetic ground-truth oracles ({type(orc).__name__})"
+
+
 def identity_loss_uses_judge(recipe_raw: dict) -> bool:
     """Whether the recipe trained with an identity loss on dlib's ResNet, the identity judge."""
     return "dlib-resnet" in identity_backbones(recipe_raw)
@@ -344,7 +352,7 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         "judges": {
             "expression": "fer mini-Xception (FER2013)" if ej is not None else None,
             "identity": "dlib face-recognition ResNet (threshold 0.6)" if ij is not None else None,
-            "oracles": "synthetic ground-truth oracles" if orc is not None else None,
+            "oracles": _oracle_name(orc) if orc is not None else None,
         },
     }
     result["seconds"] = round(time.perf_counter() - t_start, 2)
