@@ -62,6 +62,7 @@ class SyntheticConfig:
     test_subjects: int | None = None  # default: 10% of subjects, rounded, at least 1
     include_neutral: bool = False  # add ``frames`` neutral images (label 6, intensity 0) per subject
     background: str = "random"  # or "plain" (one lab grey, like Oulu-CASIA); see synthetic_render.BACKGROUNDS
+    neutral_frames: int | None = None  # neutral images per subject with include_neutral (default: frames)
 
     def n_test(self) -> int:
         n = max(1, int(round(0.1 * self.subjects))) if self.test_subjects is None else int(self.test_subjects)
@@ -76,6 +77,8 @@ class SyntheticConfig:
             raise InputError(f"frames: expected >= 1, got {self.frames}")
         if not 0 <= self.n_test() <= self.subjects:
             raise InputError(f"test_subjects: expected 0..{self.subjects}, got {self.test_subjects}")
+        if self.neutral_frames is not None and self.neutral_frames < 1:
+            raise InputError(f"neutral_frames: expected >= 1, got {self.neutral_frames}")
         if self.background not in BACKGROUNDS:
             raise InputError(f"background: expected one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
 
@@ -116,8 +119,9 @@ def _protocol_rows(cfg: SyntheticConfig):
     exprs = list(range(6)) + ([NEUTRAL_LABEL] if cfg.include_neutral else [])
     for s in range(cfg.subjects):
         for e in exprs:
-            its = np.zeros(cfg.frames) if e == NEUTRAL_LABEL else frame_intensities(cfg, s, e)
-            for f in range(cfg.frames):
+            n = (cfg.neutral_frames or cfg.frames) if e == NEUTRAL_LABEL else cfg.frames
+            its = np.zeros(n) if e == NEUTRAL_LABEL else frame_intensities(cfg, s, e)
+            for f in range(n):
                 nseed = int.from_bytes(hashlib.blake2b(f"{cfg.seed}/{s}/{e}/{f}".encode(), digest_size=4).digest(), "little")
                 yield s, e, f, float(its[f]), nseed
 
@@ -126,6 +130,8 @@ def _cache_key(cfg: SyntheticConfig) -> str:
     fields = dataclasses.asdict(cfg)
     if fields["background"] == "random":  # keys of datasets cached before the option existed stay valid
         del fields["background"]
+    if fields["neutral_frames"] is None:  # likewise
+        del fields["neutral_frames"]
     blob = json.dumps({"cfg": fields, "render": RENDER_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

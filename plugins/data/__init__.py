@@ -8,7 +8,7 @@ from facegan_kit.data.layouts import NEUTRAL_LABEL
 
 def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
               test_subjects: int = 0, background: str = "random",
-              include_neutral: bool = False) -> FaceData:
+              include_neutral: bool = False, neutral_frames: int = 0) -> FaceData:
     """The project's procedural faces (``facegan data synthetic`` writes the same ones to disk).
 
     Defaults mirror the paper's Oulu-CASIA protocol: 80 subjects x 6 expressions x 3 frames near
@@ -17,12 +17,13 @@ def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 
     as Oulu-CASIA's studio recordings). ``include_neutral``: add ``frames`` neutral faces per
     subject (label 6, the first frame of an Oulu-CASIA sequence); the trainer gives them the
     all-negative expression code, the edit-time neutral (README, "Neutral and intensity levels").
+    ``neutral_frames``: how many neutral faces per subject instead (``0``: ``frames``).
     """
     from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
 
     ds = make_dataset(SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed,
                                       test_subjects=test_subjects or None, background=background,
-                                      include_neutral=include_neutral))
+                                      include_neutral=include_neutral, neutral_frames=neutral_frames or None))
 
     def part(mask):
         sub = ds.subset(mask)

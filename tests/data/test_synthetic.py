@@ -162,6 +162,24 @@ def test_dataset_plugin_adds_neutral_frames_without_touching_the_others():
         assert float(b.extra["intensity"][~keep].abs().max()) == 0.0
 
 
+def test_neutral_frames_sets_how_many_neutral_faces_each_subject_has():
+    from facegan_plugins.data import synthetic
+
+    base = synthetic(subjects=4, size=16, frames=2, test_subjects=1, include_neutral=True)
+    more = synthetic(subjects=4, size=16, frames=2, test_subjects=1, include_neutral=True, neutral_frames=5)
+    for a, b in ((base.train, more.train), (base.test, more.test)):
+        keep = b.expression < 6
+        assert torch.equal(a.images[a.expression < 6], b.images[keep])  # expressive faces unchanged
+        counts = torch.bincount(b.subject[~keep]).tolist()
+        assert [c for c in counts if c] == [5] * len(b.subject.unique())
+        na = a.subject[a.expression == 6]
+        assert torch.equal(a.images[a.expression == 6], b.images[~keep][torch.isin(torch.arange(int((~keep).sum())) % 5,
+                                                                                      torch.tensor([0, 1]))])
+        assert len(na) == 2 * len(a.subject.unique())
+    with pytest.raises(InputError, match="neutral_frames"):
+        SyntheticConfig(subjects=4, include_neutral=True, neutral_frames=0).validate()
+
+
 def test_config_options_and_cache_roundtrip():
     cfg = SyntheticConfig(subjects=7, size=32, frames=2, test_subjects=3, include_neutral=True, seed=4)
     ds = make_dataset(cfg)
