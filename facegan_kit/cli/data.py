@@ -29,26 +29,30 @@ def data_group():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--background", type=click.Choice(["random", "plain"]), default="random", show_default=True,
               help="random: a muted colour gradient per image; plain: one lab grey (like Oulu-CASIA).")
-def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background):
+@click.option("--neutral-frames", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Neutral faces per subject (label 6; the quick recipes use 6). 0: none, as the paper.")
+def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, neutral_frames):
     """Write the procedural synthetic faces: PNGs, index.csv and contact_sheet.png.
 
     \b
     Example:
       facegan data synthetic --out data/synthetic --subjects 20 --size 64
 
-    Like the paper's Oulu-CASIA protocol: per subject 6 expressions x FRAMES frames (no
-    neutral), split by subject. index.csv columns: path, subject, expression,
+    Like the paper's Oulu-CASIA protocol: per subject 6 expressions x FRAMES frames (and
+    NEUTRAL_FRAMES neutral faces, none by default), split by subject. index.csv columns: path, subject, expression,
     expression_name, intensity, split and the identity attributes.
     """
     from facegan_kit.data.synthetic import SyntheticConfig, write_dataset
 
     cfg = SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed, test_subjects=test_subjects,
-                          background=background)
+                          background=background, include_neutral=neutral_frames > 0,
+                          neutral_frames=neutral_frames or None)
     cfg.validate()
     root = write_dataset(out, cfg)
-    n = subjects * 6 * frames
+    per_subject = 6 * frames + neutral_frames
+    n = subjects * per_subject
     n_test_subj = cfg.n_test()
-    n_test = n_test_subj * 6 * frames
+    n_test = n_test_subj * per_subject
     click.echo(f"wrote {n} faces ({size}x{size}) of {subjects} subjects to {root}: "
                f"{n - n_test} train / {n_test} test ({subjects - n_test_subj} / {n_test_subj} subjects)")
     click.echo(f"index: {Path(root) / 'index.csv'}")

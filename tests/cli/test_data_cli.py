@@ -20,6 +20,19 @@ def test_data_synthetic_writes_index_and_sheet(run, tmp_path):
     assert (out / "contact_sheet.png").is_file()
 
 
+def test_data_synthetic_neutral_frames(run, tmp_path):
+    out = tmp_path / "neu"
+    code, text, err = run("data", "synthetic", "--out", out, "--subjects", 2, "--size", 16, "--frames", 1,
+                          "--neutral-frames", 4, "--test-subjects", 1)
+    assert code == 0, text + err
+    with open(out / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    names = [r["expression_name"] for r in rows]
+    assert len(rows) == 2 * 10 and names.count("neutral") == 8 and "20 faces" in text and "10 test" in text
+    assert all(float(r["intensity"]) == 0.0 for r in rows if r["expression_name"] == "neutral")
+    assert len({r["path"] for r in rows}) == 20 and all((out / r["path"]).is_file() for r in rows)
+
+
 def test_data_synthetic_plain_background(run, tmp_path):
     from PIL import Image
 
