@@ -104,6 +104,9 @@ class StageSpec:
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     d_lr: float | None = None
+    #: The learning rates fall linearly over the stage from ``lr`` (and ``d_lr``) to this
+    #: fraction of them at its last step; 1.0 (the default, as the paper) keeps them constant.
+    lr_end_factor: float = 1.0
 
 
 @dataclass
@@ -171,6 +174,8 @@ def _stage(i: int, raw: Any, model: dict, losses: dict, registry: Registry) -> S
         raise RecipeError(f"{path}.identity: 'encoder' needs a [model.encoder] table")
     if spec.batch_size < 1:
         raise RecipeError(f"{path}.batch_size: must be >= 1, got {spec.batch_size}")
+    if not 0.0 <= spec.lr_end_factor <= 1.0:
+        raise RecipeError(f"{path}.lr_end_factor: must be in [0, 1] (a fraction of lr), got {spec.lr_end_factor}")
     for name, weight in spec.losses.items():
         if name not in losses:
             raise RecipeError(f"{path}.losses: '{name}' is not a [losses.*] table (have: {', '.join(losses) or 'none'})")

@@ -190,6 +190,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
             if budget is not None and done_now >= budget:
                 stopped_early = True
                 break
+            state.set_learning_rates(plan)
             parts = one_step(state, plan, split, data.num_classes, spec, dev, hooks=hooks, shard=dctx.shard,
                              channels_last=speed.channels_last, source=source)
             state.step_in_stage += 1

@@ -39,6 +39,20 @@ class TrainState:
         self.opt_g = torch.optim.Adam(g_params, lr=spec.lr, **kw) if g_params else None
         self.opt_d = torch.optim.Adam(d_params, lr=spec.d_lr or spec.lr, **kw) if d_params else None
 
+    def set_learning_rates(self, plan: StagePlan) -> None:
+        """Learning rates for the next step: ``lr`` falling linearly to ``lr * lr_end_factor`` at
+        the stage's last step (a function of ``step_in_stage`` alone, so a resumed run continues
+        the same schedule without a scheduler state in the checkpoint)."""
+        spec = plan.spec
+        if spec.lr_end_factor == 1.0:
+            return
+        frac = self.step_in_stage / max(plan.total_steps - 1, 1)
+        scale = 1.0 - (1.0 - spec.lr_end_factor) * min(frac, 1.0)
+        for opt, base in ((self.opt_g, spec.lr), (self.opt_d, spec.d_lr or spec.lr)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * scale
+
     def save(self, path: Path, recipe_raw: dict, **meta: Any) -> Path:
         tensors: dict[str, torch.Tensor] = {}
         for slot, module in self.models.items():

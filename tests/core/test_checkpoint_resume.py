@@ -47,11 +47,13 @@ def test_checkpoint_holds_adam_state_and_recipe(tmp_path):
     assert meta["recipe"]["recipe"]["name"] == "tiny"
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path):
-    full = train(TINY, tmp_path / "full", progress=False)
-    part = train(TINY, tmp_path / "part", max_steps=5, progress=False)
+@pytest.mark.parametrize("sets", [[], ["stages.1.lr_end_factor=0.2", "stages.2.lr_end_factor=0.0"]],
+                         ids=["constant-lr", "decaying-lr"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, sets):
+    full = train(TINY, tmp_path / "full", overrides=sets, progress=False)
+    part = train(TINY, tmp_path / "part", overrides=sets, max_steps=5, progress=False)
     assert not part.finished
-    resumed = train(TINY, tmp_path / "part", resume=part.checkpoint, progress=False)
+    resumed = train(TINY, tmp_path / "part", overrides=sets, resume=part.checkpoint, progress=False)
     assert resumed.finished and resumed.global_step == full.global_step
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
     a, b = _weights(full.checkpoint), _weights(resumed.checkpoint)

@@ -31,6 +31,7 @@ def _raw(*sets):
     ("stages.0.losses.l1=1.0", "stages[0].losses.l1: needs the encoder"),
     ("stages.1.train=[\"encoder\", \"dz\"]", "stages[1].train: 'dz' is not a [model.*] table"),
     ("stages.1.batch_size=0", "stages[1].batch_size: must be >= 1"),
+    ("stages.1.lr_end_factor=1.5", "stages[1].lr_end_factor: must be in [0, 1]"),
     ("stages.1.identity=\"random\"", "stages[1].identity"),
     ("stages.2.losses.tv=-1", "weight must be a number >= 0"),
     ("train.on_nonfinite=\"ignore\"", "train.on_nonfinite"),
