@@ -1,13 +1,14 @@
-"""Loss terms: ``l1``, ``tv``, ``adv-img``, ``adv-z``, ``q``, ``identity`` and ``edit``."""
+"""Loss terms: ``l1``, ``edge-l1``, ``tv``, ``adv-img``, ``adv-z``, ``q``, ``identity`` and ``edit``."""
 from facegan_kit import hookimpl
 from facegan_plugins.losses.edit import EditLoss
 from facegan_plugins.losses.identity import IdentityLoss
-from facegan_plugins.losses.terms import AdvImgLoss, AdvZLoss, L1Loss, QLoss, TVLoss
+from facegan_plugins.losses.terms import AdvImgLoss, AdvZLoss, EdgeL1Loss, L1Loss, QLoss, TVLoss
 
 
 @hookimpl
 def facegan_register_components(registry):
     registry.add("loss", "l1", L1Loss)
+    registry.add("loss", "edge-l1", EdgeL1Loss)
     registry.add("loss", "tv", TVLoss)
     registry.add("loss", "adv-img", AdvImgLoss)
     registry.add("loss", "adv-z", AdvZLoss)

@@ -11,7 +11,17 @@ from facegan_kit.registry import Registry
 from facegan_kit.train.context import StepContext
 from facegan_plugins.exprgan.discriminator import ExprQ
 from facegan_plugins.losses.identity import IdentityLoss, identity_feature_loss
-from facegan_plugins.losses.terms import AdvImgLoss, AdvZLoss, L1Loss, QLoss, TVLoss, l1_loss, tv_loss
+from facegan_plugins.losses.terms import (
+    AdvImgLoss,
+    AdvZLoss,
+    EdgeL1Loss,
+    L1Loss,
+    QLoss,
+    TVLoss,
+    edge_l1_loss,
+    l1_loss,
+    tv_loss,
+)
 
 N, S, K, D, Z = 3, 8, 2, 2, 4
 LOG2 = math.log(2.0)
@@ -95,6 +105,23 @@ def test_tv_constant_zero_noise_positive_and_normalisation() -> None:
     ctx = make_ctx()
     assert torch.equal(TVLoss().g_loss(ctx), tv_loss(ctx.x_hat))
     assert torch.equal(TVLoss()(ctx.x_hat), tv_loss(ctx.x_hat))
+
+
+def test_edge_l1_ignores_brightness_and_sees_a_thin_line() -> None:
+    face = torch.zeros(1, 3, 32, 32)
+    assert edge_l1_loss(face + 0.2, face) == pytest.approx(0, abs=1e-6)  # a brightness shift: no gradient
+    assert l1_loss(face + 0.2, face) == pytest.approx(0.2)
+    lined = face.clone()
+    lined[..., 12, 6:26] = -1  # a one-pixel dark rim, about 2% of the pixels
+    lost, shifted = edge_l1_loss(face, lined), edge_l1_loss(face + 0.2, lined)
+    assert lost > 0 and lost == pytest.approx(shifted)
+    # a lost line costs about half its pixel L1 again, where a 10x larger pixel error costs nothing
+    assert lost / l1_loss(face, lined) > 0.4
+    ctx = make_ctx()
+    assert torch.equal(EdgeL1Loss().g_loss(ctx), edge_l1_loss(ctx.x_hat, ctx.x))
+    assert EdgeL1Loss.requires_encoder
+    with pytest.raises(ValueError, match="edge-l1"):
+        edge_l1_loss(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
 
 
 def test_gradcheck_l1_and_tv() -> None:
