@@ -340,6 +340,7 @@ def bench(recipes: Sequence[str], out: str | Path, *, data: str | Path | None = 
         "split": split,
         "quick": quick,
         "max_steps": max_steps,
+        "checkpoints": {k: sp["checkpoint"] for k, sp in specs.items() if sp.get("checkpoint")},
         "max_faces": max_faces,
         "batch_size": batch_size,
         "seconds": round(time.perf_counter() - t0, 1),

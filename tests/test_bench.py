@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,7 +49,8 @@ def test_bench_quick_in_process(tmp_path):
     result = CliRunner().invoke(bench_cmd, args)
     assert result.exit_code == 0, result.output
     report = _check_report(out, ["exprgan", "caae"])
-    assert report["quick"] is True and report["max_steps"] == 3
+    assert report["quick"] is True and report["max_steps"] == 3 and report["checkpoints"] == {}
+    assert "- trained here: exprgan, caae; quick: True; step budget: 3" in (out / "report.md").read_text()
     assert report["recipes"]["exprgan"]["speed"]["train_steps"] == 3  # one step per stage
     assert "| exprgan |" in result.output
 
@@ -74,6 +76,10 @@ def test_bench_takes_checkpoints(tmp_path, tiny_checkpoint):
     speed = report["recipes"]["tiny"]["speed"]
     assert speed["train_images_per_second"] is None and speed["edit_latency_ms"] > 0
     assert (tmp_path / "report.md").is_file() and (tmp_path / "losses.png").is_file()
+    assert report["checkpoints"] == {"tiny": str(Path(tiny_checkpoint).resolve())}
+    md = (tmp_path / "report.md").read_text()
+    assert f"- checkpoints given (not trained here): tiny = {Path(tiny_checkpoint).resolve()}" in md
+    assert "trained here" not in md.replace("not trained here", "")  # no quick / step-budget line for a recipe not trained
 
 
 def test_budget_spreads_steps_over_stages():

@@ -185,6 +185,19 @@ BENCH_QUALITY = [
 ]
 
 
+def _bench_models_line(report: dict) -> list[str]:
+    """What was trained (quick or not, step budget) and what was given as a checkpoint."""
+    given = report.get("checkpoints") or {}
+    trained = [n for n in report["recipes"] if n not in given]
+    lines = []
+    if trained:
+        lines.append(f"- trained here: {', '.join(trained)}; quick: {report.get('quick')}; "
+                     f"step budget: {report.get('max_steps') or 'full recipe'}")
+    if given:
+        lines.append("- checkpoints given (not trained here): " + ", ".join(f"{k} = {v}" for k, v in given.items()))
+    return lines
+
+
 def bench_markdown(report: dict) -> str:
     recipes = report["recipes"]
     dev = report["device"]
@@ -193,7 +206,7 @@ def bench_markdown(report: dict) -> str:
              f"{dev.get('threads')} CPU threads",
              f"- data: {report.get('data')}, split {report.get('split')}, "
              f"{report.get('max_faces') or 'all'} faces evaluated",
-             f"- quick: {report.get('quick')}; step budget: {report.get('max_steps') or 'full recipe'}", ""]
+             *_bench_models_line(report), ""]
     names = list(recipes)
     lines += ["## Quality", "", "| recipe | " + " | ".join(lab for _, lab in BENCH_QUALITY) + " |",
               "|---" * (len(BENCH_QUALITY) + 1) + "|"]
