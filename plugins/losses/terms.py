@@ -67,26 +67,21 @@ class L1Loss(nn.Module):
 
     needs: tuple[str, ...] = ()
     requires_encoder: bool = True
+    #: the reconstruction distance; subclasses swap it and keep the rest
+    distance = staticmethod(l1_loss)
 
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        return l1_loss(x_hat, x)
+        return self.distance(x_hat, x)
 
     def g_loss(self, ctx: StepContext) -> Tensor:
-        return l1_loss(ctx.x_hat, ctx.x)
+        return self.distance(ctx.x_hat, ctx.x)
 
 
-class EdgeL1Loss(nn.Module):
+class EdgeL1Loss(L1Loss):
     """``edge-l1``: reconstruction L1 on image gradients (see :func:`edge_l1_loss`); not in the
     paper, an option for thin features the pixel L1 lets blur away."""
 
-    needs: tuple[str, ...] = ()
-    requires_encoder: bool = True
-
-    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        return edge_l1_loss(x_hat, x)
-
-    def g_loss(self, ctx: StepContext) -> Tensor:
-        return edge_l1_loss(ctx.x_hat, ctx.x)
+    distance = staticmethod(edge_l1_loss)
 
 
 class TVLoss(nn.Module):
