@@ -66,6 +66,11 @@ if want bench; then
         --json "$OUT/train_step.json" --md "$OUT/train_step.md"
 fi
 
+if want bench; then
+    part "decoder_speed.py: exprgan-decoder vs the official layer order"
+    limit 60 python3 benchmarks/decoder_speed.py --recipe "$RECIPE" --device "$DEVICE" | tee "$OUT/decoder_speed.md"
+fi
+
 if want train; then
     part "the whole schedule: facegan train $RECIPE"
     rm -rf "$RUN"

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 #: Standard deviation of the normal weight initialisation used by both official codes.
 INIT_STD = 0.02
@@ -98,6 +99,67 @@ def concat_maps(x: Tensor, code: Tensor) -> Tensor:
         - Input: ``x (N, C1, H, W)``, ``code (N, C2)``; Output: ``(N, C1 + C2, H, W)``.
     """
     return torch.cat([x, tile_maps(code.to(x.dtype), x.shape[-2], x.shape[-1])], dim=1)
+
+
+class _Upsample2x(torch.autograd.Function):
+    """Nearest x2 for NCHW tensors: a broadcast view reshaped; the gradient is a 2x2 sum pool."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return F.avg_pool2d(grad, 2) * 4
+
+
+def upsample2x(x: Tensor) -> Tensor:
+    """Nearest-neighbour x2 upsampling, equal to ``F.interpolate(x, scale_factor=2, mode="nearest")``.
+
+    ``F.interpolate`` is fast on channels-last tensors, but on NCHW ones (the CPU default) its
+    forward and backward cost about three times a broadcast view with a sum-pool gradient
+    (``benchmarks/decoder_speed.py``), so NCHW tensors take that path.
+
+    Shape:
+        - Input: ``(N, C, H, W)``; Output: ``(N, C, 2H, 2W)``.
+    """
+    if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+        return _Upsample2x.apply(x)
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def conv_with_code(layer: nn.Conv2d, x: Tensor, code: Tensor) -> Tensor:
+    """``layer(concat_maps(x, code))`` without building the constant code maps.
+
+    ``layer`` takes ``x``'s channels followed by ``code``'s. Through a zero-padded convolution a
+    constant map contributes a response that depends only on the position (it differs at the
+    border), so the code's part is the convolution of a ones-map with each code channel's
+    filters (one small convolution with a single input channel), mixed per sample by the code.
+    Same result up to float rounding, with the large convolution over ``x``'s channels only
+    (the code is 30 of the 62 input channels of the quick decoder's last block).
+
+    Shape:
+        - Input: ``x (N, C1, H, W)``, ``code (N, C2)`` with ``C1 + C2 = layer.in_channels``.
+        - Output: ``(N, layer.out_channels, H', W')``, as ``layer``'s.
+    """
+    if layer.groups != 1 or layer.padding_mode != "zeros" or layer.in_channels != x.shape[1] + code.shape[1]:
+        raise ValueError(f"conv_with_code: needs an ungrouped zero-padded conv over {x.shape[1]} + "
+                         f"{code.shape[1]} channels, got {layer}")
+    k = code.shape[1]
+    w_x, w_code = layer.weight[:, :-k], layer.weight[:, -k:]
+    out = F.conv2d(x, w_x, layer.bias, layer.stride, layer.padding, layer.dilation)
+    o = w_code.shape[0]
+    ones = x.new_ones(1, 1, x.shape[-2], x.shape[-1])
+    basis = F.conv2d(ones, w_code.reshape(o * k, 1, *w_code.shape[2:]), None, layer.stride, layer.padding,
+                     layer.dilation)
+    h, w = basis.shape[-2:]
+    code = code.to(basis.dtype)
+    if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+        # the response in the output's layout, else the sum is a slow strided one
+        basis = basis.view(o, k, h, w).permute(1, 2, 3, 0).reshape(k, h * w * o)
+        return out + (code @ basis).view(-1, h, w, o).permute(0, 3, 1, 2)
+    return out + (code @ basis.view(o, k, h * w).transpose(0, 1).reshape(k, o * h * w)).view(-1, o, h, w)
 
 
 def tile_vector(code: Tensor, times: int) -> Tensor:

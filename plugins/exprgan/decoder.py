@@ -10,10 +10,11 @@ from torch.nn import functional as F
 from facegan_plugins.common.blocks import (
     as_int_list,
     check_divisible,
-    concat_maps,
     conv,
+    conv_with_code,
     init_normal_,
     tile_vector,
+    upsample2x,
 )
 
 
@@ -96,8 +97,9 @@ class ExprDecoder(nn.Module):
         h = self.fc(torch.cat([g, tile_vector(c, self.tile)], dim=1))
         h = F.relu(h.view(-1, self.fc_channels, self.start, self.start))
         for layer, norm in zip(self.ups, self.up_norms):
-            h = F.interpolate(concat_maps(h, c), scale_factor=2, mode="nearest")
-            h = F.relu(norm(layer(h)))
+            # = layer(upsample(concat_maps(h, c))): the code maps are constant, so they are
+            # concatenated after the upsampling, and never built (see conv_with_code)
+            h = F.relu(norm(conv_with_code(layer, upsample2x(h), c)))
         for layer, norm in zip(self.extra, self.extra_norms):
             h = F.relu(norm(layer(h)))
         return torch.tanh(self.out(h))
