@@ -80,3 +80,17 @@ def test_decoder_equals_the_official_concat_then_upsample_order(fmt):
     grads_ref = torch.autograd.grad(ref.square().sum(), list(dec.parameters()))
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_conv_with_code_under_bf16_autocast_keeps_dtype_and_layout():
+    """The CUDA default (bf16 autocast, channels-last), exercised on the CPU."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4 + 3, 6, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    code = torch.randn(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = conv_with_code(layer, x, code)
+        ref = layer(concat_maps(x, code))
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
