@@ -7,8 +7,6 @@ crash or a full disk never leaves a half-written checkpoint in place of a good o
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from facegan_kit.errors import CheckpointError
+from facegan_kit.outputs import atomic_write
 
 FORMAT = "facegan-ckpt/1"
 META_KEY = "facegan"
@@ -64,31 +63,13 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via a fsynced temporary file and a rename
+    (:func:`facegan_kit.outputs.atomic_write`); a failure leaves the earlier file intact."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: could not write checkpoint ({exc.strerror or exc}); "
-                                  "the previous checkpoint is intact") from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+        atomic_write(path, data)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: could not write checkpoint ({exc.strerror or exc}); "
+                              "the previous checkpoint is intact") from None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

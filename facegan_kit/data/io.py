@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -34,6 +34,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from facegan_kit.errors import InputError
+from facegan_kit.outputs import atomic_write
 
 __all__ = [
     "ImageReadError",
@@ -60,7 +61,8 @@ class ImageReadError(InputError):
     Attributes:
         path: The offending file.
         reason: A short machine-readable code: ``"empty"``, ``"missing"``,
-            ``"not_an_image"``, ``"truncated"``, ``"too_large"`` or ``"unreadable"``.
+            ``"not_an_image"``, ``"truncated"``, ``"too_large"``, ``"permission_denied"`` or
+            ``"unreadable"``.
     """
 
     def __init__(self, path: PathLike, reason: str, detail: str):
@@ -109,6 +111,11 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8)
 
 
+def _too_large(path, cap: int, pixels: int | None, size: str = "") -> ImageReadError:
+    what = f"{size}{pixels:,} pixels" if pixels else "more pixels"
+    return ImageReadError(path, "too_large", f"image too large ({what} > the cap of {cap:,} pixels)")
+
+
 def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as 8-bit RGB, safely.
 
@@ -122,13 +129,16 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 
     Raises:
         ImageReadError: (an ``InputError``) with message ``"<path>: <reason>"`` for a
-            missing, empty, non-image, truncated/corrupt or over-sized file.
+            missing, empty, non-image, truncated/corrupt, over-sized or unreadable (permission)
+            file.
     """
     path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ImageReadError(path, "missing", "file not found") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission_denied", "permission denied (cannot read this file)") from None
     except OSError as exc:
         raise ImageReadError(path, "unreadable", f"cannot stat file ({exc.strerror})") from None
     if not path.is_file():
@@ -143,9 +153,7 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
                 if w <= 0 or h <= 0:
                     raise ImageReadError(path, "unreadable", f"invalid image size {w}x{h}")
                 if w * h > max_pixels:
-                    raise ImageReadError(
-                        path, "too_large",
-                        f"image too large ({w}x{h} = {w * h} pixels > cap of {max_pixels})")
+                    raise _too_large(path, max_pixels, w * h, f"{w}x{h} = ")
                 img.load()  # decode now, while the file is open and limits apply
                 try:
                     img = ImageOps.exif_transpose(img)
@@ -155,7 +163,11 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         except ImageReadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageReadError(path, "too_large", f"image too large ({exc})") from None
+            # Pillow's message names its own limit (twice ours for the error): name the real cap
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_large(path, max_pixels, int(found.group(1)) if found else None) from None
+        except PermissionError:
+            raise ImageReadError(path, "permission_denied", "permission denied (cannot read this file)") from None
         except UnidentifiedImageError:
             raise ImageReadError(path, "not_an_image", "not an image (unrecognised format)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -232,7 +244,8 @@ def write_png_atomic(path: PathLike, image: Union[np.ndarray, torch.Tensor]) -> 
     """Write a PNG so that readers never see a partial file.
 
     The image is written to a temporary file in the destination folder, flushed
-    and fsync'ed, then moved over ``path`` with :func:`os.replace`.
+    and fsync'ed, then moved over ``path`` (:func:`facegan_kit.outputs.atomic_write`);
+    the file gets the permissions a plain ``open()`` would give.
 
     Args:
         path: Destination ``.png`` path; parent folders are created.
@@ -244,16 +257,5 @@ def write_png_atomic(path: PathLike, image: Union[np.ndarray, torch.Tensor]) -> 
     """
     path = Path(path)
     arr = _as_hwc_uint8(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: Image.fromarray(arr).save(fh, format="PNG"))
     return path

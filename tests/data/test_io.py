@@ -101,6 +101,32 @@ def test_bomb_cap_checked_before_decoding(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS != 1_000_000  # global restored
 
 
+@pytest.mark.parametrize("side", [1200, 1500])  # over the cap; over twice the cap (Pillow's own error)
+def test_oversize_message_names_the_configured_cap(tmp_path, side):
+    path = tmp_path / "big.png"
+    Image.new("1", (side, 1000)).save(path)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path, max_pixels=500_000)
+    msg = str(info.value)
+    assert info.value.reason == "too_large" and "cap of 500,000 pixels" in msg, msg
+    assert f"{side * 1000:,} pixels" in msg and "1000000" not in msg and "decompression" not in msg.lower()
+
+
+def test_permission_error_names_the_cause_and_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "locked.png"
+    Image.fromarray(_rgb()).save(path)
+
+    def denied(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(Image, "open", denied)  # chmod 000 does not stop root
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    msg = str(info.value)
+    assert info.value.reason == "permission_denied" and msg.startswith(f"{path}: permission denied"), msg
+    assert "corrupt" not in msg
+
+
 def test_png_atomic_roundtrip_and_tensor_helpers(tmp_path):
     arr = _rgb()
     p = write_png_atomic(tmp_path / "sub" / "x.png", arr)
