@@ -200,6 +200,8 @@ class FaceAligner:
             Detections with score >= ``min_score``, sorted by box area (descending).
         """
         arr = _check_rgb(img)
+        if min(arr.shape[:2]) < self._mtcnn.min_face_size:
+            return []  # MTCNN has no scale for an image smaller than its smallest face (and fails)
         with self._lock, torch.no_grad():
             boxes, probs, points = self._mtcnn.detect(arr, landmarks=True)
         if boxes is None or points is None:
@@ -259,10 +261,16 @@ class FaceAligner:
             raise InputError(f"unknown face policy {policy!r} (use 'largest' or 'single')")
         dets = self.detect(img)
         if not dets:
-            raise FaceCountError("no face found", "no_face", 0)
+            raise FaceCountError(no_face_message(img), "no_face", 0)
         if policy == "single" and len(dets) > 1:
             raise FaceCountError(f"{len(dets)} faces found", "several_faces", len(dets))
         return self.align(img, dets[0]), dets[0]
+
+
+def no_face_message(img: np.ndarray) -> str:
+    """``"no face found (image is WxH pixels)"``: the size tells a tiny or thin image apart."""
+    h, w = np.asarray(img).shape[:2]
+    return f"no face found (image is {w}x{h} pixels)"
 
 
 def _feather_mask(size: int, feather: float) -> torch.Tensor:

@@ -4,8 +4,9 @@
 detects and aligns every selected file with one shared MTCNN
 (:class:`~facegan_kit.data.align.FaceAligner`), and writes into ``out``:
 
-* ``images/<subject>/<mangled source path>.png`` - aligned ``size`` x ``size`` crops,
-  written atomically;
+* ``images/<subject>/<source path under src, "/" as "__">.png`` - aligned ``size`` x ``size``
+  crops, written atomically (characters unsafe in file names become ``_``, in the subject
+  names of ``index.csv`` too, so they match the folders);
 * ``index.csv`` - columns :data:`INDEX_COLUMNS`; ``landmarks`` holds 10
   space-separated floats (x0 y0 ... x4 y4, crop pixel coordinates; empty with
   ``align=False``); ``split`` is ``train`` or ``test``, subject-disjoint;
@@ -17,12 +18,12 @@ One bad file never stops the run; files are processed in a stable order.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import random
 import re
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from facegan_kit.errors import InputError
+from facegan_kit.outputs import atomic_write
 from facegan_kit.data.io import ImageReadError, read_image, write_png_atomic
 from facegan_kit.data.layouts import label_name, parse_layout
 
@@ -50,7 +52,8 @@ class SkippedFile:
     Attributes:
         path: The input path.
         reason: Short code (``no_face``, ``several_faces``, ``truncated``, ``empty``,
-            ``not_an_image``, ``too_large``, ``unreadable``, ``missing``, ``layout``,
+            ``not_an_image``, ``too_large``, ``permission_denied``, ``unreadable``, ``missing``,
+            ``broken_link`` (a symbolic link loop or a link to nothing), ``layout``,
             ``error``).
         detail: Human-readable one-line explanation.
     """
@@ -136,26 +139,69 @@ def _mangle(rel: str) -> str:
     return _safe(stem) + ".png"
 
 
+def _crop_name(rel: str, expression: int, used: set) -> str:
+    """A crop's file name after its path under SRC, unique within the prepared set."""
+    name = _mangle(rel)
+    if expression == 6 or name in used:  # the same file as a neutral face / a clash
+        name = name[:-4] + f"__{label_name(expression)}.png"
+    base, n = name[:-4], 2
+    while name in used:
+        name, n = f"{base}__{n}.png", n + 1
+    used.add(name)
+    return name
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it, else its folder and file name (a CSV layout
+    may list files anywhere: their absolute path would make unreadable crop names)."""
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return "/".join(path.parts[-2:])
+
+
+def _walk_source(src: Path, out_abs: Path) -> tuple[Dict[Path, str], List[SkippedFile]]:
+    """Walk ``src`` (through symlinked folders, each real folder once).
+
+    Returns every file's resolved path mapped to its path relative to ``src`` as the user sees
+    it (the layouts give resolved paths, which for a symlinked file lie outside ``src``), and
+    the symbolic links that lead nowhere (loops, missing targets), which the layouts pass over
+    without a word but the report must name.
+    """
+    names: Dict[Path, str] = {}
+    dead: List[SkippedFile] = []
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        here = Path(dirpath)
+        if (st.st_dev, st.st_ino) in seen or here.resolve() == out_abs:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in sorted(filenames):
+            path = here / name
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if os.path.islink(path):
+                    why = ("symbolic link loop (it never reaches a file)" if exc.errno == errno.ELOOP
+                           else "broken symbolic link (its target does not exist)")
+                    dead.append(SkippedFile(str(path), "broken_link", why))
+                continue
+            names.setdefault(Path(os.path.realpath(path)), path.relative_to(src).as_posix())
+    return names, dead
+
+
 def _center_resize(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     pil = Image.fromarray(img[y0:y0 + side, x0:x0 + side])
     return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _report_text(rep: PrepareReport) -> str:
@@ -222,11 +268,11 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
     records = [r for r in parsed.records if out_abs not in r.path.parents]
     rep.n_candidates = len(records)
     rep.skipped = [s for s in rep.skipped if out_abs not in Path(s.path).resolve().parents]
+    names, dead_links = _walk_source(src, out_abs) if src.is_dir() else ({}, [])
+    rep.skipped += dead_links
     for i, rec in enumerate(records):
-        try:
-            rel = rec.path.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            rel = rec.path.as_posix().lstrip("/")
+        rel = names.get(rec.path) or _relative(rec.path, root)
+        subject = _safe(rec.subject)  # index.csv and the folder name agree
         try:
             img = read_image(rec.path, max_pixels=max_pixels)
             if align:
@@ -234,11 +280,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
                 crop, lms, score = face.crop, face.landmarks_in_crop.reshape(-1), det.score
             else:
                 crop, lms, score = _center_resize(img, int(size)), None, 1.0
-            name = _mangle(rel)
-            if rec.expression == 6 or name in used_names:  # same file as neutral / clash
-                name = name[:-4] + f"__{label_name(rec.expression)}.png"
-            used_names.add(name)
-            dest = Path("images") / _safe(rec.subject) / name
+            dest = Path("images") / subject / _crop_name(rel, rec.expression, used_names)
             write_png_atomic(out / dest, crop)
         except ImageReadError as exc:
             rep.skipped.append(SkippedFile(str(rec.path), exc.reason, exc.detail))
@@ -250,7 +292,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
             rep.skipped.append(SkippedFile(str(rec.path), "error", msg))
         else:
             rows.append({
-                "path": dest.as_posix(), "subject": rec.subject, "expression": rec.expression,
+                "path": dest.as_posix(), "subject": subject, "expression": rec.expression,
                 "expression_name": label_name(rec.expression), "source": rel,
                 "landmarks": "" if lms is None else " ".join(f"{v:.2f}" for v in lms),
                 "score": f"{score:.4f}",
@@ -258,14 +300,21 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
         if progress is not None:
             progress(i + 1, len(records))
 
-    test = subject_split((r["subject"] for r in rows), test_ratio, seed)
+    rep.seconds = time.perf_counter() - t0
+    _write_index_and_report(out, rows, rep)
+    return rep
+
+
+def _write_index_and_report(out: Path, rows: List[dict], rep: PrepareReport) -> None:
+    """Split ``rows`` by subject, write ``index.csv`` and fill in and write the report."""
+    test = subject_split((r["subject"] for r in rows), rep.test_ratio, rep.seed)
     for r in rows:
         r["split"] = "test" if r["subject"] in test else "train"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(INDEX_COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_text(out / "index.csv", buf.getvalue())
+    atomic_write(out / "index.csv", buf.getvalue())
 
     rep.n_written = len(rows)
     rep.n_test = sum(r["split"] == "test" for r in rows)
@@ -274,10 +323,9 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
     rep.train_subjects = sorted({r["subject"] for r in rows} - test)
     rep.per_expression = dict(sorted(Counter(r["expression_name"] for r in rows).items()))
     rep.skipped.sort(key=lambda s: (s.path, s.reason))
-    rep.seconds = round(time.perf_counter() - t0, 3)
-    _atomic_text(out / "report.json", json.dumps(rep.to_dict(), indent=2) + "\n")
-    _atomic_text(out / "report.txt", _report_text(rep))
-    return rep
+    rep.seconds = round(rep.seconds, 3)
+    atomic_write(out / "report.json", json.dumps(rep.to_dict(), indent=2) + "\n")
+    atomic_write(out / "report.txt", _report_text(rep))
 
 
 def read_index(prepared_dir) -> List[dict]:

@@ -102,3 +102,11 @@ def test_no_face_and_several_faces(aligner, astronaut):
     assert info.value.reason == "several_faces"
     face, det = aligner.align_face(np.ascontiguousarray(two), policy="largest")
     assert face.crop.shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize("w, h", [(3, 3), (12, 12), (200, 5), (10000, 1)])
+def test_tiny_and_thin_images_have_no_face(aligner, w, h):
+    img = np.full((h, w, 3), 128, np.uint8)
+    assert aligner.detect(img) == []  # MTCNN itself fails on images smaller than its smallest face
+    with pytest.raises(FaceCountError, match=rf"^no face found \(image is {w}x{h} pixels\)$"):
+        aligner.align_face(img)
