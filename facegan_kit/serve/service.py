@@ -110,7 +110,7 @@ class EditService:
 
     def _align_photo(self, arr: np.ndarray):
         """Detect (on a downscaled copy of big photos) and align the largest face."""
-        from facegan_kit.data.align import FaceCountError
+        from facegan_kit.data.align import FaceCountError, no_face_message
 
         aligner = self._get_aligner()
         h, w = arr.shape[:2]
@@ -118,8 +118,8 @@ class EditService:
         small = arr if scale <= 1 else resize(arr, int(round(h / scale)), int(round(w / scale)))
         dets = aligner.detect(small)
         if not dets:
-            raise FaceCountError("no face found (tick 'pre-aligned crop' if the image is already an aligned face)",
-                                 "no_face", 0)
+            raise FaceCountError(f"{no_face_message(arr)}; tick 'pre-aligned crop' if the image is already an "
+                                 "aligned face", "no_face", 0)
         pts = dets[0].landmarks.astype(np.float64)
         if small is not arr:  # pixel-index coordinates: (x + 0.5) * ratio - 0.5
             pts = (pts + 0.5) * np.array([w / small.shape[1], h / small.shape[0]]) - 0.5
