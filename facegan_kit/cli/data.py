@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from facegan_kit.cli import overwrite_option
+
 
 @click.group("data")
 def data_group():
@@ -31,7 +33,8 @@ def data_group():
               help="random: a muted colour gradient per image; plain: one lab grey (like Oulu-CASIA).")
 @click.option("--neutral-frames", type=click.IntRange(min=0), default=0, show_default=True,
               help="Neutral faces per subject (label 6; the quick recipes use 6). 0: none, as the paper.")
-def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, neutral_frames):
+@overwrite_option
+def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, neutral_frames, overwrite):
     """Write the procedural synthetic faces: PNGs, index.csv and contact_sheet.png.
 
     \b
@@ -40,15 +43,18 @@ def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, 
 
     Like the paper's Oulu-CASIA protocol: per subject 6 expressions x FRAMES frames (and
     NEUTRAL_FRAMES neutral faces, none by default), split by subject. index.csv columns: path, subject, expression,
-    expression_name, intensity, split and the identity attributes.
+    expression_name, intensity, split and the identity attributes. OUT must be new or empty
+    (--overwrite replaces it whole).
     """
     from facegan_kit.data.synthetic import SyntheticConfig, write_dataset
+    from facegan_kit.outputs import claim_folder
 
     cfg = SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed, test_subjects=test_subjects,
                           background=background, include_neutral=neutral_frames > 0,
                           neutral_frames=neutral_frames or None)
     cfg.validate()
-    root = write_dataset(out, cfg)
+    with claim_folder(out, overwrite):
+        root = write_dataset(out, cfg)
     per_subject = 6 * frames + neutral_frames
     n = subjects * per_subject
     n_test_subj = cfg.n_test()
@@ -62,8 +68,14 @@ def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, 
 @data_group.command("prepare")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--layout", type=click.Choice(["oulu-casia", "ckplus", "jaffe", "folder", "csv"]), required=True,
-              help="How SRC is organised (see facegan_kit.data.layouts).")
+@click.option("--layout", type=click.Choice(["oulu-casia", "ckplus", "jaffe", "folder", "regex", "csv"]),
+              required=True, help="How SRC is organised (see facegan_kit.data.layouts).")
+@click.option("--pattern", default=None, metavar="REGEX",
+              help="regex layout: a regular expression with (?P<subject>...) and (?P<expression>...) "
+                   "groups, matched against each file's path under SRC without its suffix.")
+@click.option("--map", "codes", default=None, metavar="CODE=EXPR,...",
+              help="regex layout: what the expression codes mean, e.g. 'b=happy,c=sad'; '=neutral' "
+                   "maps an empty code. Without it the code must be a name (happy, HA) or 0..6.")
 @click.option("--size", type=click.IntRange(min=16), default=128, show_default=True, help="Crop side in pixels.")
 @click.option("--frames", type=click.Choice(["last3", "peak", "all"]), default="last3", show_default=True,
               help="Which frames of each sequence (the paper: the last three).")
@@ -78,35 +90,40 @@ def synthetic_cmd(out, subjects, size, frames, test_subjects, seed, background, 
               help="oulu-casia, ckplus: add each sequence's first frame as a neutral face (the recipes "
                    "train the neutral code on them).")
 @click.option("--device", default="cpu", show_default=True, help="Device for the face detector.")
-def prepare_cmd(src, out, layout, size, frames, test_ratio, seed, no_align, policy, include_neutral,
-                neutral_first, device):
+@overwrite_option
+def prepare_cmd(src, out, layout, pattern, codes, size, frames, test_ratio, seed, no_align, policy,
+                include_neutral, neutral_first, device, overwrite):
     """Detect, align and index a real-face dataset from SRC into OUT.
 
     \b
     Examples:
       facegan data prepare ~/datasets/Oulu-CASIA/VL data/oulu --layout oulu-casia --neutral-first
       facegan data prepare photos/ data/mine --layout folder --frames all --size 64
+      facegan data prepare Taiwanese/faces_256x256 data/tw --layout regex --include-neutral \\
+        --pattern '(?P<subject>\\d\\d)\\d\\d(?P<expression>[a-g]?)\\d+' \\
+        --map 'a=neutral,=neutral,b=happy,c=sad,d=angry,e=disgust,f=fear,g=surprise'
 
     OUT gets images/<subject>/*.png, index.csv (path, subject, expression, ..., split) and
     report.txt/report.json listing every skipped file with its reason. One bad file never
-    stops the run; the exit status is non-zero only when nothing could be prepared.
+    stops the run; the exit status is non-zero only when nothing could be prepared. OUT must
+    be new or empty (--overwrite replaces it whole, never mixing two prepared sets).
     """
     from facegan_kit.apps import check_outputs
     from facegan_kit.data.prepare import prepare, prepare_cli_summary
-    from facegan_kit.errors import InputError
+    from facegan_kit.outputs import claim_folder
 
     check_outputs([out], [src])
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
+    claim = claim_folder(out, overwrite, inputs=[src])
 
     def progress(done, total):
         if total and (done == total or done % 50 == 0):
             click.echo(f"  {done}/{total}", err=True)
 
-    rep = prepare(src, out, layout, size=size, frames=frames, test_ratio=test_ratio, seed=seed,
-                  align=not no_align, policy=policy, include_neutral=include_neutral,
-                  neutral_first=neutral_first, device=device,
-                  progress=progress)
+    with claim:
+        rep = prepare(src, out, layout, size=size, frames=frames, test_ratio=test_ratio, seed=seed,
+                      align=not no_align, policy=policy, include_neutral=include_neutral,
+                      neutral_first=neutral_first, device=device, pattern=pattern, codes=codes,
+                      progress=progress)
     click.echo(prepare_cli_summary(rep))
     if rep.n_written == 0:
         click.echo(f"facegan: error: nothing could be prepared from {src} (see {out / 'report.txt'})", err=True)

@@ -20,6 +20,10 @@ with a reason. Supported layouts (:data:`LAYOUTS`):
     ``<root>/<expression>/<file>``; the subject is the file stem's prefix before the
     first ``_``, ``-``, ``.`` or space (``S005_001.png`` -> ``S005``); when there is no
     separator, or every file would share one prefix, each file is its own subject.
+``regex``
+    subject and expression read from each file's relative path by a regular expression with
+    named groups, plus an optional ``CODE=EXPRESSION`` map (:mod:`facegan_kit.data.regex_layout`,
+    with an example).
 ``csv``
     ``path,label[,subject]`` (header optional); ``label`` is a name or an integer
     0..6; relative paths are resolved against the CSV's folder. ``src`` is the
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 NEUTRAL_LABEL = 6
-LAYOUTS = ("oulu-casia", "ckplus", "jaffe", "folder", "csv")
+LAYOUTS = ("oulu-casia", "ckplus", "jaffe", "folder", "regex", "csv")
 FRAMES = ("last3", "peak", "all")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
                   ".pgm"}
@@ -254,6 +258,24 @@ def _folder(root: Path) -> LayoutResult:
     return res
 
 
+def _regex(root: Path, pattern: Optional[str], codes: Optional[str]) -> LayoutResult:
+    from facegan_kit.data.regex_layout import regex_records
+
+    if not pattern:
+        raise InputError("the regex layout needs --pattern with (?P<subject>...) and "
+                         "(?P<expression>...) groups")
+    res = LayoutResult()
+    files = sorted(p for p in root.rglob("*") if _is_image(p))
+    for path, subject, what in regex_records(root, files, pattern, codes, parse_expression):
+        if subject is None:
+            res.skipped.append((str(path), what))
+        elif what < 0:
+            res.skipped.append((str(path), "contempt label (not modelled)"))
+        else:
+            res.records.append(Record(path.resolve(), subject, what, _frame_of(path)))
+    return res
+
+
 def _csv(src: Path) -> LayoutResult:
     if src.is_dir():
         found = sorted(src.glob("*.csv"))
@@ -290,7 +312,8 @@ def _csv(src: Path) -> LayoutResult:
 
 
 def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool = False,
-                 neutral_first: bool = False) -> LayoutResult:
+                 neutral_first: bool = False, pattern: Optional[str] = None,
+                 codes: Optional[str] = None) -> LayoutResult:
     """Parse a dataset tree into records.
 
     Args:
@@ -300,6 +323,8 @@ def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool 
         include_neutral: Keep label-6 records instead of reporting them skipped.
         neutral_first: Oulu-CASIA and CK+: add each labelled sequence's first frame as neutral
             (implies keeping neutral records).
+        pattern, codes: ``regex`` layout only: the file-name pattern and the code map
+            (:mod:`facegan_kit.data.regex_layout`).
 
     Returns:
         A :class:`LayoutResult`.
@@ -317,6 +342,8 @@ def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool 
         raise InputError(f"unknown frames mode {frames!r}; use one of {', '.join(FRAMES)}")
     if not src.exists():
         raise InputError(f"{src}: dataset source not found")
+    if pattern is not None and key != "regex":
+        raise InputError(f"--pattern is for the regex layout, not {key}")
     if key != "csv" and not src.is_dir():
         raise InputError(f"{src}: {key} layout needs a folder")
     if key == "oulu-casia":
@@ -329,6 +356,8 @@ def parse_layout(src, layout: str, frames: str = "last3", include_neutral: bool 
         res = _jaffe(src)
     elif key == "folder":
         res = _folder(src)
+    elif key == "regex":
+        res = _regex(src, pattern, codes)
     else:
         res = _csv(src)
     return _finish(res, include_neutral)

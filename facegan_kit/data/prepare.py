@@ -213,7 +213,7 @@ def _report_text(rep: PrepareReport) -> str:
 def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
             test_ratio: float = 0.1, seed: int = 0, align: bool = True,
             policy: str = "single", include_neutral: bool = False, neutral_first: bool = False,
-            device: str = "cpu",
+            device: str = "cpu", pattern: Optional[str] = None, codes: Optional[str] = None,
             max_pixels: int = 40_000_000, aligner=None,
             progress: Optional[Callable[[int, int], None]] = None) -> PrepareReport:
     """Detect, align and index a dataset.
@@ -233,6 +233,9 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
         neutral_first: Oulu-CASIA / CK+: add each sequence's first frame as a neutral face
             (what the recipes' neutral code trains on).
         device: Torch device for MTCNN.
+        pattern, codes: ``layout="regex"``: the file-name pattern with ``subject`` and
+            ``expression`` groups and the ``CODE=EXPRESSION`` map
+            (:mod:`facegan_kit.data.regex_layout`).
         max_pixels: Decompression-bomb cap passed to :func:`read_image`.
         aligner: An existing :class:`FaceAligner` of the same size to reuse.
         progress: Optional ``callback(done, total)``.
@@ -250,7 +253,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
         raise InputError(f"size must be at least 16, got {size}")
     src, out = Path(src), Path(out)
     parsed = parse_layout(src, layout, frames=frames, include_neutral=include_neutral,
-                          neutral_first=neutral_first)
+                          neutral_first=neutral_first, pattern=pattern, codes=codes)
     out.mkdir(parents=True, exist_ok=True)
     root = src if src.is_dir() else src.parent
     rep = PrepareReport(str(src), str(out), layout, int(size), frames, int(seed),
