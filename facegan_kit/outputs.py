@@ -90,6 +90,24 @@ def _blocking_file(folder: Path) -> Path | None:
     return None
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Create ``folder`` (and parents) and try writing in it; why that failed, or ``None``."""
+    blocker = _blocking_file(folder)
+    if blocker is not None:
+        return f"cannot create the output folder ({blocker} is a file, not a folder)"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the output folder ({exc.strerror or exc})"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".facegan-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in the output folder ({exc.strerror or exc})"
+    return None
+
+
 def ensure_folder(folder) -> Path:
     """Create ``folder`` (and parents) and check that files can be written in it.
 
@@ -97,19 +115,9 @@ def ensure_folder(folder) -> Path:
         InputError: one line naming the folder and why it cannot be used.
     """
     folder = Path(folder)
-    blocker = _blocking_file(folder)
-    if blocker is not None:
-        raise InputError(f"{folder}: cannot create the output folder ({blocker} is a file, not a folder)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".facegan-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write in the output folder ({exc.strerror or exc})") from None
+    problem = _folder_problem(folder)
+    if problem is not None:
+        raise InputError(f"{folder}: {problem}")
     return folder
 
 
@@ -127,8 +135,10 @@ def check_new_files(paths: Iterable, overwrite: bool) -> None:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}{more}: already exists (an earlier result); pass --overwrite "
                                 "to replace it, or choose another output")
-    for folder in dict.fromkeys(p.parent for p in paths):
-        ensure_folder(folder)
+    for p in paths:
+        problem = _folder_problem(p.parent)
+        if problem is not None:
+            raise InputError(f"{p}: {problem}")
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from facegan_kit.errors import FaceganError
+from facegan_kit.outputs import OVERWRITE_HELP
 
 #: command name -> "module:attribute" (imported only when the command runs or help lists it)
 COMMANDS = {
@@ -26,6 +27,11 @@ COMMANDS = {
     "weights": "facegan_kit.cli.weights:weights_group",
     "serve": "facegan_kit.cli.serve:serve_cmd",
 }
+
+
+def overwrite_option(f):
+    """``--overwrite``: the one flag with which a command replaces an earlier result."""
+    return click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)(f)
 
 
 class LazyGroup(click.Group):
@@ -61,6 +67,9 @@ def cli():
 
     Every command has --help. Recipes are TOML files naming registered components;
     override any value with --set key.path=value, inspect with --dry-run.
+
+    No command replaces an earlier result unless given --overwrite (train moves an
+    earlier run in its folder to previous/<UTC time>/ instead).
     """
 
 
@@ -82,6 +91,10 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo("facegan: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # the file system refused (disk full, permissions): name the file, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"facegan: error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

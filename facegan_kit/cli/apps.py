@@ -13,7 +13,9 @@ import click
 import torch
 
 from facegan_kit import EXPRESSIONS, NEUTRAL
+from facegan_kit.cli import overwrite_option
 from facegan_kit.errors import InputError
+from facegan_kit.outputs import check_new_files
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 DIR = click.Path(file_okay=False, path_type=Path)
@@ -50,8 +52,10 @@ def _png(path: Path) -> Path:
 @click.option("--out", type=DIR, default=Path("edits"), show_default=True, help="Output folder.")
 @click.option("--paste-back/--no-paste-back", default=True, show_default=True,
               help="Paste the edited face back into the photo (aligned inputs only).")
+@overwrite_option
 @_common
-def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out, paste_back, no_align, device):
+def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out, paste_back, overwrite, no_align,
+             device):
     """Re-render the faces in IMAGES with a new EXPRESSION and intensity.
 
     \b
@@ -67,6 +71,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     shipped recipes' choice). Neither given: intensity 1.
     Outputs: OUT/<stem>_<expression>[_i0.70|_l3].png. For photos (no --no-align) that is the
     photo with the edited face pasted back, and <...>_face.png is the edited aligned crop.
+    An output file that exists is refused (--overwrite replaces it).
     """
     from facegan_kit.apps import check_outputs, edit_name, load_editor
     from facegan_kit.apps.images import load_faces, paste_face
@@ -80,6 +85,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     names = [out / edit_name(p.stem, expr, intensity, level) for p in images]
     faces_out = [out / edit_name(p.stem, expr, intensity, level, "_face") for p in images] if paste else []
     check_outputs(names + faces_out, [checkpoint, *images])
+    check_new_files(names + faces_out, overwrite)
     faces = load_faces(images, ed.image_size, align=not no_align, device=str(ed.device))
     x = torch.stack([f.face for f in faces])
     edited = torch.cat([ed.decode(ed.encode(x[i:i + 64]), code).cpu() for i in range(0, len(x), 64)])
@@ -102,7 +108,8 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
 @click.option("--level-codes", type=click.Choice(["single", "cumulative"]), default=None,
               help="How the level rows are coded (default: the checkpoint's recipe; see facegan edit --help).")
 @_common
-def grid_cmd(checkpoint, image, out, labels, level_codes, no_align, device):
+@overwrite_option
+def grid_cmd(checkpoint, image, out, labels, level_codes, overwrite, no_align, device):
     """Every expression at every intensity level for one face (the paper's Figure 3).
 
     \b
@@ -116,6 +123,7 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, no_align, device):
     from facegan_kit.apps.images import load_faces, save_sheet
 
     check_outputs([_png(out)], [checkpoint, image])
+    check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
     ed.set_level_codes(level_codes)
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
@@ -135,7 +143,8 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, no_align, device):
 @click.option("--label", default=None, help="B's expression, if you know it (instead of --classifier).")
 @click.option("--out", type=FILE, default=None, help="Output PNG (default: <A>_with_<B>.png).")
 @_common
-def transfer_cmd(checkpoint, identity, expression, classifier, label, out, no_align, device):
+@overwrite_option
+def transfer_cmd(checkpoint, identity, expression, classifier, label, out, overwrite, no_align, device):
     """Give face A the expression of face B (the paper's Figure 4).
 
     \b
@@ -156,6 +165,7 @@ def transfer_cmd(checkpoint, identity, expression, classifier, label, out, no_al
         resolve_labels(torch.zeros(1), None, None, what="face B")  # the one-line error
     out = out or Path(f"{identity.stem}_with_{expression.stem}.png")
     check_outputs([_png(out)], [checkpoint, identity, expression])
+    check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
     a, b = load_faces([identity, expression], ed.image_size, align=not no_align, device=str(ed.device))
     y = resolve_labels(b.face[None], label, classifier, what="face B")
@@ -176,7 +186,8 @@ def transfer_cmd(checkpoint, identity, expression, classifier, label, out, no_al
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=DIR, required=True, help="Output folder: gen_NNNNN.png, index.csv, sheet.png.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-def generate_cmd(checkpoint, n, expression, intensity, seed, out, device):
+@overwrite_option
+def generate_cmd(checkpoint, n, expression, intensity, seed, out, device, overwrite):
     """Faces of new identities (random identity codes) with chosen or random expressions.
 
     \b
@@ -186,20 +197,32 @@ def generate_cmd(checkpoint, n, expression, intensity, seed, out, device):
 
     index.csv has columns path, subject (one per face), expression (0..5, 6 = neutral),
     expression_name and intensity ('sampled' when drawn from the controller), so the folder
-    works as a gallery for `facegan retrieve` and `facegan tsne`.
+    works as a gallery for `facegan retrieve` and `facegan tsne`. OUT must be new or empty
+    (--overwrite replaces it whole).
     """
     from facegan_kit.apps import check_outputs, load_editor
-    from facegan_kit.apps.images import save_sheet
-    from facegan_kit.data.io import write_png_atomic
     from facegan_kit.edit import expression_index
+    from facegan_kit.outputs import claim_folder
 
     if expression is not None:
         expression_index(expression)  # validates the name
+    names = [f"gen_{i:05d}.png" for i in range(n)]
+    check_outputs([out / p for p in names] + [out / "index.csv", out / "sheet.png"], [checkpoint])
+    claim = claim_folder(out, overwrite, inputs=[checkpoint])
     ed = load_editor(checkpoint, device)
     if intensity is not None:  # validates the range (a neutral target ignores it)
         ed.code(EXPRESSIONS[0], intensity=intensity)
-    names = [f"gen_{i:05d}.png" for i in range(n)]
-    check_outputs([out / p for p in names] + [out / "index.csv", out / "sheet.png"], [checkpoint])
+    with claim:
+        _generate_into(out, ed, names, n, expression, intensity, seed)
+    click.echo(f"wrote {n} faces, {out / 'index.csv'} and {out / 'sheet.png'}")
+
+
+def _generate_into(out, ed, names, n, expression, intensity, seed):
+    """The faces, index.csv and sheet.png of `facegan generate`, into the claimed folder ``out``."""
+    from facegan_kit.apps.images import save_sheet
+    from facegan_kit.data.io import write_png_atomic
+    from facegan_kit.outputs import atomic_write
+
     gen = torch.Generator().manual_seed(seed)
     rows, first = [], []
     for i in range(0, n, 256):
@@ -216,11 +239,8 @@ def generate_cmd(checkpoint, n, expression, intensity, seed, out, device):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "subject", "expression", "expression_name", "intensity"])
     w.writerows(rows)
-    tmp = out / ".index.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    tmp.replace(out / "index.csv")
+    atomic_write(out / "index.csv", buf.getvalue())
     save_sheet(out / "sheet.png", [first[r:r + 8] for r in range(0, len(first), 8)])
-    click.echo(f"wrote {n} faces, {out / 'index.csv'} and {out / 'sheet.png'}")
 
 
 @click.command("retrieve")
@@ -235,8 +255,9 @@ def generate_cmd(checkpoint, n, expression, intensity, seed, out, device):
 @click.option("--classifier", type=FILE, default=None,
               help="Expression classifier labelling the query (and gallery faces without index labels).")
 @click.option("--out", type=FILE, required=True, help="Output PNG: query + top k.")
+@overwrite_option
 @_common
-def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, no_align, device):
+def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, overwrite, no_align, device):
     """Rank a gallery by similarity to a query face (the paper's Figure 7).
 
     \b
@@ -254,6 +275,7 @@ def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, no_a
     from facegan_kit.apps.retrieve import features, rank
 
     check_outputs([_png(out)], [checkpoint, query])
+    check_new_files([out], overwrite)
     rows = [r for r in read_folder(gallery) if r["file"].resolve() != out.resolve()]
     check_outputs([out], [r["file"] for r in rows])
     known = [r["label"] for r in rows if r["file"].resolve() == query.resolve() and r["label"] is not None]
@@ -300,7 +322,8 @@ def retrieve_cmd(checkpoint, query, gallery, by, k, label, classifier, out, no_a
 @click.option("--max-images", type=click.IntRange(min=3), default=3000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-def tsne_cmd(checkpoint, data, out, subjects, split, perplexity, max_images, seed, device):
+@overwrite_option
+def tsne_cmd(checkpoint, data, out, subjects, split, perplexity, max_images, seed, device, overwrite):
     """t-SNE of the identity codes g(x) of a folder of faces, coloured by subject (Figure 6).
 
     \b
@@ -315,6 +338,7 @@ def tsne_cmd(checkpoint, data, out, subjects, split, perplexity, max_images, see
     from facegan_kit.apps.retrieve import encode_batches, plot_embedding, tsne
 
     check_outputs([_png(out)], [checkpoint])
+    check_new_files([out], overwrite)
     rows = [r for r in read_folder(data, require_index=True) if split == "all" or r["split"] == split]
     if any(r["subject"] is None for r in rows):
         raise InputError(f"{data / 'index.csv'}: needs a 'subject' column")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
+from facegan_kit.cli import overwrite_option
+
 DATA_HELP = "'synthetic' or a folder written by 'facegan data prepare'. Default: the recipe's own data."
+
+
+def _data_folder(data) -> list:
+    """``--data`` as an input an overwritten output folder must not hold (none for 'synthetic')."""
+    return [] if data in (None, "synthetic") else [Path(data)]
 
 
 @click.command("eval")
@@ -26,7 +33,8 @@ DATA_HELP = "'synthetic' or a folder written by 'facegan data prepare'. Default:
                    "0 = all.")
 @click.option("--device", default="cpu", show_default=True, help="Where the model runs (judges use the CPU).")
 @click.option("--no-oracles", is_flag=True, help="Skip the synthetic ground-truth oracles.")
-def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_faces, device, no_oracles):
+@overwrite_option
+def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_faces, device, no_oracles, overwrite):
     """Judge a trained model's edits with independent networks.
 
     Every face of the split is edited to each expression at full intensity. The FER2013
@@ -37,14 +45,18 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
     Examples:
       facegan eval runs/quick/final.safetensors
       facegan eval runs/exprgan/final.safetensors --data data/oulu --out runs/exprgan/eval
+
+    The output folder must be new or empty (--overwrite replaces it whole).
     """
     from facegan_kit.eval.report import fmt
     from facegan_kit.eval.suite import evaluate
+    from facegan_kit.outputs import claim_folder
 
     out = out or checkpoint.parent / f"eval-{checkpoint.stem}"
-    m = evaluate(checkpoint, data=data, split=split, max_faces=max_faces, max_subjects=max_subjects,
-                 out=out, device=device,
-                 identity_faces=identity_faces or None, oracles=None if no_oracles else "auto")
+    with claim_folder(out, overwrite, inputs=[checkpoint, *_data_folder(data)]):
+        m = evaluate(checkpoint, data=data, split=split, max_faces=max_faces, max_subjects=max_subjects,
+                     out=out, device=device,
+                     identity_faces=identity_faces or None, oracles=None if no_oracles else "auto")
     click.echo(f"{m['recipe']}: {m['faces']} faces of {m['subjects']} subjects of {m['data']} ({m['split']}) "
                f"in {m['seconds']:.0f}s")
     for key in ("expression_accuracy", "identity_distance_median", "identity_rate_under_0.6", "recon_l1",
@@ -84,12 +96,14 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
               help="Timed Editor.edit calls (batch of one) per recipe; the median is reported.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--progress", is_flag=True, help="Show training progress bars.")
+@overwrite_option
 def bench_cmd(recipes, data, quick, checkpoints, max_steps, overrides, split, max_faces, identity_faces, device,
-              isolate, no_oracles, batch_size, threads, latency_repeats, out, progress):
+              isolate, no_oracles, batch_size, threads, latency_repeats, out, progress, overwrite):
     """Train (or take checkpoints of) several recipes on the same data; compare quality and speed.
 
     Writes OUT/report.json, OUT/report.md (side-by-side tables), OUT/metrics.png,
-    OUT/losses.png and OUT/edits.png (the same faces edited by each recipe).
+    OUT/losses.png and OUT/edits.png (the same faces edited by each recipe). OUT must be new
+    or empty (--overwrite replaces it whole).
 
     \b
     Examples:
@@ -98,13 +112,16 @@ def bench_cmd(recipes, data, quick, checkpoints, max_steps, overrides, split, ma
           --recipes "" --out runs/bench-full
     """
     from facegan_kit.bench import bench, parse_checkpoints
+    from facegan_kit.outputs import claim_folder
 
     names = [r.strip() for r in recipes.split(",") if r.strip()]
-    report = bench(names, out, data=data, quick=quick, checkpoints=parse_checkpoints(checkpoints),
-                   max_steps=max_steps, overrides=overrides, split=split, max_faces=max_faces,
-                   identity_faces=identity_faces or None, device=device, isolate=isolate,
-                   oracles=None if no_oracles else "auto", batch_size=batch_size, num_threads=threads,
-                   latency_repeats=latency_repeats, progress=progress,
-                   log=lambda msg: click.echo(msg, err=True))
+    ckpts = parse_checkpoints(checkpoints)
+    with claim_folder(out, overwrite, inputs=[*map(Path, ckpts.values()), *_data_folder(data)]):
+        report = bench(names, out, data=data, quick=quick, checkpoints=ckpts,
+                       max_steps=max_steps, overrides=overrides, split=split, max_faces=max_faces,
+                       identity_faces=identity_faces or None, device=device, isolate=isolate,
+                       oracles=None if no_oracles else "auto", batch_size=batch_size, num_threads=threads,
+                       latency_repeats=latency_repeats, progress=progress,
+                       log=lambda msg: click.echo(msg, err=True))
     click.echo((out / "report.md").read_text().split("## Notes")[0].split("## Plots")[0].rstrip())
     click.echo(f"\nwrote {out / 'report.json'} ({report['seconds']:.0f}s)")

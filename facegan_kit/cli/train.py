@@ -30,6 +30,9 @@ def train_cmd(recipe, overrides, out, device, max_steps, resume, dry_run, quiet)
       facegan train recipes/exprgan-quick.toml --out runs/quick
       facegan train recipes/exprgan.toml --set data.type=prepared --set data.root=data/oulu
       facegan train recipes/exprgan.toml --resume runs/exprgan/checkpoints
+
+    An earlier run in the output folder is never overwritten: it moves, whole, to
+    OUT/previous/<UTC time>/ (--resume continues it instead).
     """
     from facegan_kit.recipe import load_recipe, validate
     from facegan_kit.train import train
@@ -41,6 +44,10 @@ def train_cmd(recipe, overrides, out, device, max_steps, resume, dry_run, quiet)
         return
     out = out or Path("runs") / rec.name
     import os
+
+    from facegan_kit.outputs import ensure_folder
+
+    ensure_folder(out)  # a path that cannot be a folder: one line now, not a traceback later
 
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     result = train(rec, out, device=device, max_steps=max_steps, resume=resume, progress=not quiet and rank0)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from facegan_kit.cli import overwrite_option
+
 
 @click.group("weights")
 def weights_group():
@@ -22,7 +24,8 @@ def weights_group():
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["vggface", "facenet"]), default="vggface", show_default=True,
               help="Which backbone the weights are for.")
-def convert_cmd(src, dst, kind):
+@overwrite_option
+def convert_cmd(src, dst, kind, overwrite):
     """Convert SRC (.pth/.pt state dict, MatConvNet .mat, or safetensors) to DST (safetensors).
 
     \b
@@ -32,11 +35,14 @@ def convert_cmd(src, dst, kind):
       facegan weights convert 20180402-114759-vggface2.pt facenet.safetensors --kind facenet
 
     Then point a recipe at it: --set losses.identity.backbone_weights=vggface.safetensors
+    An existing DST is refused (--overwrite replaces it).
     """
     from facegan_kit.apps import check_outputs
+    from facegan_kit.outputs import check_new_files
     from facegan_kit.weights import convert
 
     check_outputs([dst], [src])
+    check_new_files([dst], overwrite)
     out = convert(src, dst, kind=kind)
     from safetensors import safe_open
 

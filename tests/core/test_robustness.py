@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 from pathlib import Path
 
@@ -183,3 +184,86 @@ def test_fuzz_image_files_raise_input_error_only(tmp_path_factory, noise, cut, f
 def test_faceganerror_is_base_of_user_errors():
     for cls in (InputError, ShapeError, NonFiniteLossError):
         assert issubclass(cls, FaceganError)
+
+
+# --- fuzzing: output paths of every command that writes ---------------------------------------
+
+OUT = object()  # where a writer's output path goes in its argument list
+
+
+@pytest.fixture(scope="module")
+def writers(tiny_checkpoint, tmp_path_factory):
+    """command -> its arguments, with OUT where the output path goes."""
+    from facegan_kit.data.synthetic import SyntheticConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("writer-inputs")
+    faces = write_dataset(root / "faces", SyntheticConfig(subjects=2, size=16, frames=1))
+    face, other = sorted((faces / "train").glob("*.png"))[:2]
+    (root / "weights.pth").write_bytes(b"not read: the output is checked first")
+    ck = str(tiny_checkpoint)
+    return {
+        "data synthetic": ["data", "synthetic", "--subjects", 2, "--size", 16, "--out", OUT],
+        "data prepare": ["data", "prepare", faces / "train", OUT, "--layout", "folder", "--no-align"],
+        "edit": ["edit", ck, face, "-e", "happy", "--no-align", "--out", OUT],
+        "grid": ["grid", ck, face, "--no-align", "--out", OUT],
+        "transfer": ["transfer", ck, "--identity", face, "--expression", other, "--label", "sad", "--no-align",
+                     "--out", OUT],
+        "generate": ["generate", ck, "--n", 2, "--out", OUT],
+        "retrieve": ["retrieve", ck, "--query", face, "--gallery", faces / "train", "--by", "pixel", "--no-align",
+                     "--out", OUT],
+        "tsne": ["tsne", ck, "--data", faces, "--out", OUT],
+        "augment-experiment": ["augment-experiment", ck, "--data", "synthetic", "--sizes", "0", "--out", OUT],
+        "eval": ["eval", ck, "--no-oracles", "--out", OUT],
+        "bench": ["bench", "--recipes", "", "--checkpoints", f"tiny={ck}", "--out", OUT],
+        "weights convert": ["weights", "convert", root / "weights.pth", OUT],
+        "train": ["train", TINY, "--max-steps", 1, "--quiet", "--out", OUT],
+    }
+
+
+def _snapshot(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _output_path(case: str, ws: Path) -> Path:
+    (ws / "taken.png").write_bytes(_png_bytes())
+    result = ws / "result.png"  # a folder named like a file output: every command accepts the name
+    (result / "images").mkdir(parents=True)
+    for name in ("index.csv", "log.jsonl", "final.safetensors", "face_happy.png", "images/a.png"):
+        (result / name).write_bytes(f"earlier {name}".encode())
+    locked = ws / "locked"
+    locked.mkdir(mode=0o500)
+    return {"existing file": ws / "taken.png", "file/sub": ws / "taken.png" / "sub.png",
+            "unwritable": Path("/proc/facegan-out/out.png"), "read-only folder": locked / "out.png",
+            "existing result": result}[case]
+
+
+@pytest.mark.parametrize("case", ["existing file", "file/sub", "unwritable", "read-only folder", "existing result"])
+@pytest.mark.parametrize("command", ["data synthetic", "data prepare", "edit", "grid", "transfer", "generate",
+                                     "retrieve", "tsne", "augment-experiment", "eval", "bench", "weights convert",
+                                     "train"])
+def test_fuzz_output_paths_never_traceback_nor_lose_files(writers, command, case, tmp_path, capsys, monkeypatch):
+    if case == "read-only folder" and os.geteuid() == 0:
+        pytest.skip("root writes in read-only folders (the /proc case covers an unwritable path)")
+    monkeypatch.chdir(tmp_path)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    out = _output_path(case, ws)
+    if case == "existing result" and command in ("grid", "transfer", "retrieve", "tsne", "weights convert"):
+        out = ws / "taken.png"  # a file output's earlier result is a file
+    if case == "existing result" and command == "edit":
+        (ws / "face.png").write_bytes(_png_bytes())  # an earlier edit of another photo named 'face'
+    before = _snapshot(ws)
+    args = [out if a is OUT else a for a in writers[command]]
+    if command == "edit" and case == "existing result":
+        args[2] = ws / "face.png"
+    code, err = run_cli(args, capsys)
+    assert "Traceback" not in err, err
+    after = _snapshot(ws)
+    if command == "train" and case == "existing result":  # train moves an earlier run aside instead
+        assert code == 0, err
+        assert sorted(before.values()) == sorted(v for v in after.values() if v in before.values())
+        return
+    assert_one_line_error(code, err)
+    assert str(out) in err, err  # the message names the path given
+    assert {k: after.get(k) for k in before} == before  # nothing lost or changed
+
