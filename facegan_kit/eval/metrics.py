@@ -28,6 +28,22 @@ SCALAR_KEYS: dict[str, tuple[float | None, float | None]] = {
     "oracle_intensity_rho_continuous": (-1.0, 1.0),
     "oracle_neutral_rate": (0.0, 1.0),
 }
+#: Keys for real (non-synthetic) faces: the judges' ceilings on the real photos, edits of neutral
+#: photos and a classical identity measure (:mod:`facegan_kit.eval.real`); ``None`` elsewhere.
+REAL_KEYS: dict[str, tuple[float | None, float | None]] = {
+    "ceiling_judge_accuracy_native": (0.0, 1.0),
+    "ceiling_identity_same_person_median": (0.0, None),
+    "ceiling_identity_same_person_rate_under_0.6": (0.0, 1.0),
+    "ceiling_identity_other_people_median": (0.0, None),
+    "ceiling_identity_roundtrip_median": (0.0, None),
+    "neutral_source_expression_accuracy": (0.0, 1.0),
+    "neutral_source_identity_distance_median": (0.0, None),
+    "neutral_source_identity_rate_under_0.6": (0.0, 1.0),
+    "classical_identity_rate": (0.0, 1.0),
+    "classical_identity_rate_real": (0.0, 1.0),
+    "classical_identity_chance": (0.0, 1.0),
+}
+SCALAR_KEYS.update(REAL_KEYS)
 #: Per-class dictionaries (expression name -> accuracy in [0, 1]).
 PER_CLASS_KEYS = ("expression_accuracy_per_class", "oracle_expression_accuracy_per_class")
 #: Which judge or oracle each key needs.
@@ -36,6 +52,7 @@ KEY_SOURCE = {
                                  "intensity_rho_continuous", "neutral_rate", "fer_feature_frechet",
                                  "expression_accuracy_per_class")},
     "identity_distance_median": "identity", "identity_rate_under_0.6": "identity",
+    **{k: "real" for k in REAL_KEYS},
     **{k: "oracle" for k in SCALAR_KEYS if k.startswith("oracle_")},
     "oracle_expression_accuracy_per_class": "oracle",
 }

@@ -202,6 +202,8 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
     faces: FaceSplit = getattr(fdata, split)
     if len(faces) == 0:
         raise InputError(f"the {split} split of {fdata.name} is empty")
+    faces = FaceSplit(faces.images, faces.expression, faces.subject,
+                      {**faces.extra, "row": torch.arange(len(faces))})  # rows survive select()
     if subjects is not None:
         wanted = torch.as_tensor(list(subjects), dtype=faces.subject.dtype)
         missing = sorted(set(wanted.tolist()) - set(faces.subject.unique().tolist()))
@@ -215,13 +217,16 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
     notes: list[str] = []
     ctrl = editor.controller
     n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
+    held = faces  # every photo of the split, neutral ones included (real-face ceilings)
     expressive = faces.expression < n_cls
+    source_row = torch.nonzero(expressive).squeeze(1)
     if not bool(expressive.all()):  # neutral frames: the protocol edits the six expressions' faces
         notes.append(f"{int((~expressive).sum())} neutral faces of the {split} split left out (sources "
                      "are the expressive frames, as in the paper's protocol)")
         faces = faces.select(torch.nonzero(expressive).squeeze(1))
     idx = pick_faces(len(faces), max_faces)
     faces = faces.select(idx)
+    source_row = source_row[idx].numpy()
     is_synthetic = table.get("type") == "synthetic" and "attrs" in faces.extra
     ej, ij = _load_judges(expression_judge, identity_judge, notes)
     orc = _load_oracles(oracles, is_synthetic, notes)
@@ -331,7 +336,15 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         m["oracle_intensity_rho_continuous"] = _nan_to_none(
             judges.spearman_rho(PATH_T, sweep(oracle_intensity, path_codes)))
     elif not is_synthetic:
-        notes.append("Not the synthetic dataset: there is no ground truth, so only the judges report.")
+        notes.append("Not the synthetic dataset: there is no ground truth, so only the judges report, "
+                     "each beside its ceiling on the real photos (ceiling_* keys).")
+        from facegan_kit.eval.real import score_real
+
+        native = getattr(build_data({**table, "size": 0}), split) if table.get("type") == "prepared" else None
+        real_m, real_notes = score_real(editor, held, native, x, source_row, edits, ej, ij,
+                                        identity_faces=identity_faces, batch_size=batch_size)
+        m.update(real_m)
+        notes.extend(real_notes)
 
     result = {
         **m,
