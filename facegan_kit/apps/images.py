@@ -10,30 +10,28 @@ Inputs (:func:`load_face`):
 * ``align=False`` (``--no-align``): the file is taken as an already aligned crop; a non-square
   image is centre-cropped to a square, then resized to the model size.
 
-Outputs: :func:`sheet` lays out ``(3,S,S)`` images in ``[-1,1]`` in a grid with optional
-column/row labels drawn with PIL; cells are upscaled (nearest) to at least ``min_cell`` pixels
-so that 16 px test models stay visible.
+Outputs: :func:`sheet` is :func:`facegan_kit.figures.sheet`, the labelled grid every picture
+meant for a person uses (faces enlarged to at least 128 px, named columns, the source size
+stated).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from facegan_kit.data.io import read_image, to_tensor, to_uint8, write_png_atomic
+from facegan_kit.data.io import read_image, to_tensor, to_uint8
 from facegan_kit.errors import InputError
+from facegan_kit.figures import HEADER, cell_size, save_sheet, sheet  # re-exported: the apps' sheets
 
 __all__ = ["FaceInput", "load_face", "load_faces", "centre_square", "resize_square", "paste_face", "sheet",
            "cell_size", "HEADER", "IMAGE_SUFFIXES", "list_images", "make_aligner", "read_folder",
            "load_crops", "save_sheet"]
 
-#: Height in pixels of the label row / width of the label column drawn by :func:`sheet`.
-HEADER = 18
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -134,91 +132,6 @@ def list_images(folder, exclude: Sequence = ()) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not p.name.startswith(".") and p.resolve() not in skip)
     return files
-
-
-# -- composing pictures ----------------------------------------------------------------------
-
-def cell_size(size: int, min_cell: int = 64) -> int:
-    """Side of one cell in a sheet: ``size`` times the smallest integer that reaches ``min_cell``."""
-    return int(size) * max(1, math.ceil(min_cell / int(size)))
-
-
-def _font():
-    try:
-        return ImageFont.load_default(size=11)
-    except TypeError:  # pragma: no cover - Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
-    while text and draw.textlength(text, font=font) > width - 2:
-        text = text[:-1]
-    return text
-
-
-def sheet(cells: Sequence[Sequence[Optional[torch.Tensor]]], col_labels: Sequence[str] | None = None,
-          row_labels: Sequence[str] | None = None, min_cell: int = 64,
-          captions: Sequence[Sequence[str]] | None = None, texts: dict | None = None) -> np.ndarray:
-    """Lay out images as a grid.
-
-    Args:
-        cells: rows of ``(3,S,S)`` tensors in [-1,1] (or uint8 ``(S,S,3)`` arrays); ``None`` is a
-            white cell. All images must have the same size ``S``.
-        col_labels: text above each column (adds a :data:`HEADER` row).
-        row_labels: text left of each row (adds a label column of width ``cell``).
-        min_cell: cells are upscaled (nearest neighbour) to :func:`cell_size` ``(S, min_cell)``.
-        captions: optional text under every cell (same shape as ``cells``; adds a
-            :data:`HEADER` strip below each row).
-        texts: ``{(row, col): text}`` written in the middle of (usually empty) cells.
-
-    Returns:
-        ``(H, W, 3)`` uint8: ``H = [HEADER] + rows * (cell [+ HEADER])``,
-        ``W = [cell] + cols * cell``.
-    """
-    rows = [list(r) for r in cells]
-    if not rows or not any(c is not None for r in rows for c in r):
-        raise ValueError("sheet needs at least one image")
-    first = next(c for r in rows for c in r if c is not None)
-    size = int(first.shape[-1] if isinstance(first, torch.Tensor) else first.shape[1])
-    cell = cell_size(size, min_cell)
-    scale = cell // size
-    ncols = max(len(r) for r in rows)
-    top = HEADER if col_labels else 0
-    left = cell if row_labels else 0
-    cap = HEADER if captions else 0
-    canvas = np.full((top + len(rows) * (cell + cap), left + ncols * cell, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        for j, img in enumerate(r):
-            if img is None:
-                continue
-            arr = to_uint8(img) if isinstance(img, torch.Tensor) else np.asarray(img, np.uint8)
-            if arr.shape[:2] != (size, size):
-                raise ValueError(f"sheet cells must all be {size}x{size}, got {arr.shape[:2]}")
-            arr = arr.repeat(scale, 0).repeat(scale, 1)
-            y, x = top + i * (cell + cap), left + j * cell
-            canvas[y:y + cell, x:x + cell] = arr
-    if not (col_labels or row_labels or captions or texts):
-        return canvas
-    pil = Image.fromarray(canvas)
-    draw, font = ImageDraw.Draw(pil), _font()
-    for j, text in enumerate(col_labels or []):
-        draw.text((left + j * cell + 2, 3), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
-    for i, text in enumerate(row_labels or []):
-        y = top + i * (cell + cap) + cell // 2 - 6
-        draw.text((2, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
-    for i, row in enumerate(captions or []):
-        for j, text in enumerate(row):
-            y = top + i * (cell + cap) + cell + 3
-            draw.text((left + j * cell + 2, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
-    for (i, j), text in (texts or {}).items():
-        y, x = top + i * (cell + cap) + cell // 2 - 6, left + j * cell + 2
-        draw.text((x, y), _fit(draw, str(text), cell, font), fill=(0, 0, 0), font=font)
-    return np.asarray(pil, dtype=np.uint8)
-
-
-def save_sheet(path, *args, **kwargs) -> Path:
-    """:func:`sheet` written atomically as a PNG; returns the path."""
-    return write_png_atomic(path, sheet(*args, **kwargs))
 
 
 # -- folders of faces with an index.csv ------------------------------------------------------

@@ -104,7 +104,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
 @click.argument("image", type=FILE)
 @click.option("--out", type=FILE, required=True, help="Output PNG.")
 @click.option("--labels/--no-labels", default=True, show_default=True,
-              help="Header row with column names and level names (no text: exactly 5 x 8 cells).")
+              help="Column names, level names and the face size in a footer (no text: exactly 5 x 8 cells).")
 @click.option("--level-codes", type=click.Choice(["single", "cumulative"]), default=None,
               help="How the level rows are coded (default: the checkpoint's recipe; see facegan edit --help).")
 @_common
@@ -117,7 +117,7 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, overwrite, no_align, d
       facegan grid runs/quick/final.safetensors face.png --out grid.png
 
     Columns: the input (top row), the six expressions and neutral (all -1 code); rows: the
-    levels 1 (weak, top) to 5 (strong, bottom). Small models are upscaled to >= 64 px cells.
+    levels 1 (weak, top) to 5 (strong, bottom). Faces smaller than 128 px are enlarged to 128.
     """
     from facegan_kit.apps import check_outputs, load_editor
     from facegan_kit.apps.images import load_faces, save_sheet
@@ -129,9 +129,9 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, overwrite, no_align, d
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
     g = ed.grid(face.face[None]).cpu()  # (levels, 7, 3, S, S)
     cells = [[face.face if i == 0 else None, *g[i]] for i in range(g.shape[0])]
-    texts = {(i, 0): f"level {i + 1}" for i in range(1, g.shape[0])} if labels else None
-    cols = ["input / lvl 1", *EXPRESSIONS, NEUTRAL] if labels else None
-    _echo_written([save_sheet(out, cells, col_labels=cols, texts=texts)])
+    rows = [f"level {i + 1}" for i in range(g.shape[0])] if labels else None
+    cols = ["input", *EXPRESSIONS, NEUTRAL] if labels else None
+    _echo_written([save_sheet(out, cells, col_labels=cols, row_labels=rows, note=labels)])
 
 
 @click.command("transfer")

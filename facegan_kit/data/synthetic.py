@@ -235,17 +235,19 @@ def write_dataset(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
 
 
 def contact_sheet(ds: SyntheticFaces, cfg: SyntheticConfig, max_subjects: int = 8) -> np.ndarray:
-    """Grid (H, W, 3) uint8: one row per subject (first ``max_subjects``), columns = neutral
-    (rendered without nuisance) then the six expressions at their most intense frame."""
+    """Labelled grid (H, W, 3) uint8 (:func:`facegan_kit.figures.sheet`): one row per subject
+    (first ``max_subjects``), columns = neutral (rendered without nuisance) then the six
+    expressions at their most intense frame."""
+    from facegan_kit.figures import sheet
+
     size = cfg.size
     subjects = sorted(set(ds.subject.tolist()))[:max_subjects]
-    sheet = np.full((len(subjects) * size, 7 * size, 3), 255, np.uint8)
-    for r, s in enumerate(subjects):
+    cells = []
+    for s in subjects:
         rows = (ds.subject == s).nonzero().flatten()
-        sheet[r * size:(r + 1) * size, :size] = render_face(ds.attrs[rows[0]].numpy(), NEUTRAL_LABEL, 0.0, size, None, s)
+        row = [render_face(ds.attrs[rows[0]].numpy(), NEUTRAL_LABEL, 0.0, size, None, s)]
         for e in range(6):
             sel = rows[ds.expression[rows] == e]
-            if len(sel):
-                best = sel[int(ds.intensity[sel].argmax())]
-                sheet[r * size:(r + 1) * size, (e + 1) * size:(e + 2) * size] = ds.images[best].permute(1, 2, 0).numpy()
-    return sheet
+            row.append(ds.images[sel[int(ds.intensity[sel].argmax())]].permute(1, 2, 0).numpy() if len(sel) else None)
+        cells.append(row)
+    return sheet(cells, col_labels=["neutral", *EXPRESSION_NAMES[:6]], row_labels=[f"subject {s}" for s in subjects])

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from facegan_kit import EXPRESSIONS
-from facegan_kit.train.report import read_log, save_image_grid
+from facegan_kit.figures import save_sheet
+from facegan_kit.train.report import loss_keys, loss_series, mark_stages, read_log, stage_starts
 
 #: Rows of the metric tables: key, label, which direction is better.
 METRIC_ROWS: list[tuple[str, str, str]] = [
@@ -61,13 +62,8 @@ def _save_fig(fig, path: Path) -> Path:
     return path
 
 
-def _upsample(images: Tensor, min_side: int = 64) -> Tensor:
-    """Nearest-neighbour enlarge small images so PNG grids stay legible."""
-    side = images.shape[-1]
-    if side >= min_side:
-        return images
-    factor = -(-min_side // side)
-    return torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+def _label_name(k: int) -> str:
+    return EXPRESSIONS[k] if 0 <= k < len(EXPRESSIONS) else "neutral"
 
 
 # -- facegan eval ----------------------------------------------------------------------------
@@ -80,7 +76,9 @@ def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Ten
     files = {"metrics": save_metrics(metrics, out / "metrics.json")}
     n = min(grid_faces, x.shape[0])
     cols = [x[:n], recon[:n], *[e[:n] for e in edits], neutral[:n]]
-    files["edits"] = save_image_grid(_upsample(torch.stack(cols, 1).flatten(0, 1)), len(cols), out / "edits.png")
+    names = ["input", "own label", *EXPRESSIONS[:edits.shape[0]], "neutral"]
+    files["edits"] = save_sheet(out / "edits.png", [[c[i].clamp(-1, 1) for c in cols] for i in range(n)],
+                                col_labels=names, row_labels=[f"{_label_name(int(k))} face" for k in labels[:n]])
 
     ctrl = editor.controller
     g = editor.encode(x[:1])
@@ -89,7 +87,9 @@ def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Ten
     for k in range(n_cls):
         codes = [ctrl.level_code(k, lv) for lv in range(1, ctrl.levels + 1)] + [ctrl.intensity_code(k, t) for t in PATH_T]
         rows.append(editor.decode(g.expand(len(codes), -1), torch.stack(codes).to(editor.device)).cpu())
-    files["intensity"] = save_image_grid(_upsample(torch.cat(rows).clamp(-1, 1)), len(rows[0]), out / "intensity.png")
+    heads = [f"level {lv}" for lv in range(1, ctrl.levels + 1)] + [f"t = {t:g}" for t in PATH_T]
+    files["intensity"] = save_sheet(out / "intensity.png", [list(r.clamp(-1, 1)) for r in rows], col_labels=heads,
+                                    row_labels=list(EXPRESSIONS[:n_cls]), note="one test face")
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -256,17 +256,22 @@ def plot_bench_losses(logs: dict[str, Path | None], path: Path) -> Path:
     """One panel per loss term seen in any run; one line per recipe."""
     plt = _plt()
     data = {name: read_log(p) if p is not None else [] for name, p in logs.items()}
-    keys = sorted({k for rows in data.values() for r in rows for k in r if "/" in k and not k.startswith("skipped")})
+    keys = sorted({k for rows in data.values() for k in loss_keys(rows)})
+    starts = next((stage_starts(rows) for rows in data.values() if rows), [])
     cols = min(3, max(1, len(keys)))
     nrows = max(1, -(-len(keys) // cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 2.8 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for i, (name, rows) in enumerate(data.items()):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, color=f"C{i}", label=name)
-        ax.set_title(key, fontsize=9)
+            steps, values = loss_series(rows, key)
+            if (values == values).any():
+                ax.plot(steps, values, lw=1, color=f"C{i}", label=name)
+        ax.set_title(key, fontsize=9, pad=10)
         ax.set_xlabel("step", fontsize=8)
+        if len(data) > 1:
+            mark_stages(ax, [(step, "") for step, _ in starts])  # recipes' stages differ: lines, no names
+        else:
+            mark_stages(ax, starts)
         ax.legend(fontsize=7)
     if not keys:
         axes[0, 0].text(0.5, 0.5, "no training logs", ha="center", transform=axes[0, 0].transAxes)
@@ -278,24 +283,28 @@ def plot_bench_losses(logs: dict[str, Path | None], path: Path) -> Path:
 
 def bench_edit_grid(editors: dict[str, Any], x: Tensor, path: Path) -> Path:
     """Per input face, one row per recipe: input, the six expressions, neutral."""
-    rows = []
+    rows, names = [], []
     for i in range(x.shape[0]):
-        for ed in editors.values():
+        for name, ed in editors.items():
             xi = x[i:i + 1]
             ctrl = ed.controller
             codes = [ctrl.intensity_code(k, 1.0) for k in range(min(ctrl.num_classes, len(EXPRESSIONS)))]
             codes.append(ctrl.neutral_code())
             g = ed.encode(xi)
             outs = ed.decode(g.expand(len(codes), -1), torch.stack(codes).to(ed.device)).cpu().clamp(-1, 1)
-            size = outs.shape[-1]
-            src = torch.nn.functional.interpolate(xi, size=(size, size), mode="bilinear", antialias=True,
-                                                  align_corners=False) if xi.shape[-1] != size else xi
-            rows.append(torch.cat([src, outs]))
-    sides = {r.shape[-1] for r in rows}
-    side = max(sides)
-    rows = [r if r.shape[-1] == side else torch.nn.functional.interpolate(r, size=(side, side), mode="nearest")
-            for r in rows]
-    return save_image_grid(_upsample(torch.cat(rows)), rows[0].shape[0], path)
+            rows.append(torch.cat([_resized(xi, outs.shape[-1]), outs]))
+            names.append(f"face {i + 1}: {name}")
+    side = max(r.shape[-1] for r in rows)
+    rows = [_resized(r, side) for r in rows]
+    cols = ["input", *EXPRESSIONS[:rows[0].shape[0] - 2], "neutral"]
+    return save_sheet(path, [list(r) for r in rows], col_labels=cols, row_labels=names)
+
+
+def _resized(x: Tensor, side: int) -> Tensor:
+    if x.shape[-1] == side:
+        return x
+    return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True,
+                                           align_corners=False).clamp(-1, 1)
 
 
 def save_json(obj: dict, path: Path) -> Path:

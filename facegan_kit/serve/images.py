@@ -1,4 +1,4 @@
-"""Image helpers of ``facegan serve``: PNG encoding, tensor/array conversion, resizing, grids."""
+"""Image helpers of ``facegan serve``: PNG encoding, tensor/array conversion, resizing."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["png_bytes", "tensor_to_uint8", "square_resize", "crop_tensor", "tile", "resize"]
+__all__ = ["png_bytes", "tensor_to_uint8", "square_resize", "crop_tensor", "resize"]
 
 
 def png_bytes(arr: np.ndarray, compress_level: int = 1) -> bytes:
@@ -41,17 +41,6 @@ def square_resize(arr: np.ndarray, size: int) -> np.ndarray:
 
 def crop_tensor(crop: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
-
-
-def tile(images: torch.Tensor, gap: int = 2) -> np.ndarray:
-    """``(R, C, 3, S, S)`` in [-1, 1] -> one white-separated uint8 sheet."""
-    r, c, _, s, _ = images.shape
-    u8 = tensor_to_uint8(images.reshape(r * c, 3, s, s)).reshape(r, c, s, s, 3)
-    out = np.full((r * s + (r - 1) * gap, c * s + (c - 1) * gap, 3), 255, np.uint8)
-    for i in range(r):
-        for j in range(c):
-            out[i * (s + gap):i * (s + gap) + s, j * (s + gap):j * (s + gap) + s] = u8[i, j]
-    return out
 
 
 def resize(arr: np.ndarray, h: int, w: int) -> np.ndarray:

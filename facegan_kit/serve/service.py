@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from facegan_kit import EXPRESSIONS, NEUTRAL
-from facegan_kit.serve.images import crop_tensor, png_bytes, resize, square_resize, tensor_to_uint8, tile
+from facegan_kit.serve.images import crop_tensor, png_bytes, resize, square_resize, tensor_to_uint8
 from facegan_kit.serve.limits import HTTPError, ServeLimits, one_line
 from facegan_kit.serve.sessions import Session, SessionStore
 
@@ -206,8 +206,11 @@ class EditService:
     def grid_png(self, token: str) -> bytes:
         s = self.sessions.get(token)
         with self._model_lock:
-            g = self.editor.grid(crop_tensor(s.crop))
-        return png_bytes(tile(g))
+            g = self.editor.grid(crop_tensor(s.crop)).cpu()
+        from facegan_kit.figures import sheet
+
+        return png_bytes(sheet([list(row) for row in g], col_labels=[*EXPRESSIONS, NEUTRAL],
+                               row_labels=[f"level {i + 1}" for i in range(g.shape[0])]))
 
     def download_png(self, token: str, expression: str | None = None, intensity: float = 1.0,
                      source: str | None = None, label: str | None = None) -> tuple[bytes, str]:

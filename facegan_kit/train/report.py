@@ -1,14 +1,16 @@
-"""Training outputs a person looks at: JSONL losses, sample grids, a loss-curve plot."""
+"""Training outputs a person looks at: JSONL losses, labelled sample grids, a loss-curve plot."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from facegan_kit import EXPRESSIONS
 from facegan_kit.checkpoint import atomic_write_bytes
+from facegan_kit.figures import save_sheet
 
 
 class JsonlLog:
@@ -35,8 +37,47 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def loss_series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of one logged loss, NaN where a logged step lacks it.
+
+    Stages train different terms (no ``d/adv_img`` in the reconstruction stage): a plain line
+    through the points present would draw a straight segment across the stage where the term
+    does not exist. matplotlib breaks a line at NaN, so the gap shows as a gap."""
+    steps = np.array([r["step"] for r in rows if "step" in r], dtype=float)
+    values = np.array([float(r[key]) if key in r and r[key] is not None else np.nan
+                       for r in rows if "step" in r], dtype=float)
+    return steps, values
+
+
+def stage_starts(rows: list[dict]) -> list[tuple[int, str]]:
+    """``(first step, stage name)`` of every stage in the log, in order."""
+    starts: list[tuple[int, str]] = []
+    for r in rows:
+        name = r.get("stage")
+        if name is not None and "step" in r and (not starts or starts[-1][1] != name):
+            starts.append((int(r["step"]), str(name)))
+    return starts
+
+
+def loss_keys(rows: list[dict]) -> list[str]:
+    return sorted({k for r in rows for k in r if "/" in k and not k.startswith("skipped")})
+
+
+def mark_stages(ax, starts: list[tuple[int, str]]) -> None:
+    """A dotted line where each stage after the first begins, every stage named at the top."""
+    from matplotlib.transforms import blended_transform_factory
+
+    where = blended_transform_factory(ax.transData, ax.transAxes)
+    for i, (step, name) in enumerate(starts):
+        if i:
+            ax.axvline(step, color="grey", ls=":", lw=0.8)
+        ax.text(step, 0.98, f" {name}", transform=where, fontsize=6.5, color="dimgrey", va="top", ha="left",
+                clip_on=True)
+
+
 def plot_losses(log_path: Path, out_png: Path) -> Path | None:
-    """Loss curves per term (one panel per term), stage boundaries marked."""
+    """Loss curves per term (one panel per term); a term's line breaks where the term was not
+    trained, and the stages are marked and named."""
     rows = read_log(log_path)
     if not rows:
         return None
@@ -45,22 +86,20 @@ def plot_losses(log_path: Path, out_png: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for r in rows for k in r if "/" in k and not k.startswith("skipped")})
+    keys = loss_keys(rows)
     if not keys:
         return None
     cols = min(3, len(keys))
     nrows = (len(keys) + cols - 1) // cols
+    starts = stage_starts(rows)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 2.8 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
-        ax.set_title(key, fontsize=9)
+        steps, values = loss_series(rows, key)
+        ax.plot(steps, values, lw=1)
+        ax.set_xlim(steps.min(), max(steps.max(), steps.min() + 1))  # every panel spans the whole run
+        ax.set_title(key, fontsize=9, pad=10)
         ax.set_xlabel("step", fontsize=8)
-        stages = {}
-        for r in rows:
-            stages.setdefault(r.get("stage"), r["step"])
-        for step in list(stages.values())[1:]:
-            ax.axvline(step, color="grey", ls=":", lw=0.8)
+        mark_stages(ax, starts)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
@@ -71,18 +110,9 @@ def plot_losses(log_path: Path, out_png: Path) -> Path | None:
     return out_png
 
 
-def save_image_grid(images: Tensor, nrow: int, path: Path) -> Path:
-    """Write images in ``[-1,1]`` as one PNG grid (atomically)."""
-    import io
-
-    from torchvision.utils import save_image
-
-    buf = io.BytesIO()
-    save_image(images.detach().float().cpu().add(1).div(2).clamp(0, 1), buf, nrow=nrow, padding=2,
-               pad_value=1.0, format="png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+def expression_name(y: Tensor) -> str:
+    """The expression of a one-hot (or all-zero, neutral) label row."""
+    return EXPRESSIONS[int(y.argmax())] if float(y.sum()) > 0 and int(y.argmax()) < len(EXPRESSIONS) else "neutral"
 
 
 @torch.no_grad()
@@ -107,8 +137,12 @@ def sample_grid(models: nn.ModuleDict, x: Tensor, y: Tensor, identity: str, path
             code = ctrl.intensity_code(k, 1.0).to(x.device).expand(x.shape[0], -1)
             cols.append(dec(g, code))
         cols.append(dec(g, ctrl.neutral_code().to(x.device).expand(x.shape[0], -1)))
-        grid = torch.stack(cols, dim=1).flatten(0, 1)
-        return save_image_grid(grid, nrow=len(cols), path=path)
+        encoded = identity == "encoder" and "encoder" in models
+        names = ["input" if encoded else "real face", "own label", *EXPRESSIONS[:n_cls], "neutral"]
+        cells = [[c[i].float().clamp(-1, 1).cpu() for c in cols] for i in range(x.shape[0])]
+        rows = [f"{expression_name(y[i])} face" for i in range(x.shape[0])]
+        how = "identity from the encoder" if encoded else "identity from prior noise"
+        return save_sheet(path, cells, col_labels=names, row_labels=rows, note=how)
     finally:
         for k, m in models.items():
             m.train(was_training[k])

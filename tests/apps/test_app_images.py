@@ -44,14 +44,28 @@ def test_no_align_crops_and_resizes(tmp_path):
 
 
 def test_sheet_geometry_and_labels():
+    from facegan_kit.figures import GAP, cell_origin
+
     x = torch.zeros(3, 16, 16)
-    plain = sheet([[x, None, x], [None, x]])
-    assert plain.shape == (2 * 64, 3 * 64, 3)
-    assert (plain[64:, :64] == 255).all() and (plain[:64, :64] == 128).all()
-    lab = sheet([[x, x]], col_labels=["a", "b"], captions=[["c", "d"]])
-    assert lab.shape == (HEADER + 64 + HEADER, 128, 3)
+    plain = sheet([[x, None, x], [None, x]], note=False)
+    assert plain.shape == (2 * 128 + GAP, 3 * 128 + 2 * GAP, 3)  # 16 px faces shown 128 px wide
+    y, xo = cell_origin(1, 0, 128)
+    assert (plain[y:y + 128, xo:xo + 128] == 255).all() and (plain[:128, :128] == 128).all()
+    lab = sheet([[x, x]], col_labels=["a", "b"], captions=[["c", "d"]], note=False)
+    assert lab.shape == (HEADER + 128 + HEADER, 2 * 128 + GAP, 3)
     assert (lab[:HEADER] < 255).any()  # text was drawn
-    assert sheet([[torch.zeros(3, 80, 80)]]).shape == (80, 80, 3)
+    assert sheet([[torch.zeros(3, 160, 160)]], note=False).shape == (160, 160, 3)  # big faces keep their size
+
+
+def test_sheet_states_the_source_size_and_enlarges_smoothly():
+    face = torch.zeros(3, 16, 16)
+    face[:, :8] = 1.0  # top half white, bottom half black: a hard edge
+    out = sheet([[face]])
+    assert out.shape[1] == 128 and out.shape[0] > 128  # a footer below the cell
+    assert (out[130:] < 200).any()  # its text ("faces 16x16 px, shown enlarged to 128 px") was drawn
+    column = out[:128, 64, 0].astype(int)
+    # a smooth filter puts intermediate greys at the edge; nearest-neighbour would jump 255 -> 0
+    assert ((column > 20) & (column < 235)).sum() >= 2
 
 
 def test_read_folder_labels(tmp_path):

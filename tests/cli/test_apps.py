@@ -124,18 +124,23 @@ def test_edit_photo_is_aligned_and_pasted_back(run, ckpt, tmp_path):
 
 
 def test_grid_is_five_levels_by_input_six_expressions_neutral(run, ckpt, faces, tmp_path):
+    from facegan_kit.figures import GAP, HEADER, cell_origin
+
     out = tmp_path / "grid.png"
     ok(run, "grid", ckpt, faces[0], "--no-align", "--out", out)
     img = pixels(out)
-    cell = img.shape[1] // 8
-    assert img.shape[1] == 8 * cell and cell % 16 == 0 and cell >= 64
-    from facegan_kit.apps.images import HEADER
+    cell = 128  # 16 px faces are shown 128 px wide
+    assert img.shape[1] > 8 * cell and img.shape[0] > HEADER + 5 * cell  # labels and a size footer
+    assert (img[:HEADER] < 200).any()  # the column names
+    bare = tmp_path / "bare.png"
+    ok(run, "grid", ckpt, faces[0], "--no-align", "--no-labels", "--out", bare)
+    img = pixels(bare)
+    assert img.shape[:2] == (5 * cell + 4 * GAP, 8 * cell + 7 * GAP)
 
-    assert img.shape[0] == HEADER + 5 * cell
-    ok(run, "grid", ckpt, faces[0], "--no-align", "--no-labels", "--out", out)
-    img = pixels(out)
-    assert img.shape[:2] == (5 * cell, 8 * cell)
-    cellat = lambda r, c: img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]  # noqa: E731
+    def cellat(r, c):
+        y, x = cell_origin(r, c, cell)
+        return img[y:y + cell, x:x + cell]
+
     assert (cellat(1, 0) == 255).all()  # only the top row shows the input
     assert np.abs(cellat(0, 1) - cellat(0, 4)).mean() > 1  # angry vs happy
     assert np.abs(cellat(0, 4) - cellat(4, 4)).mean() > 1  # happy level 1 vs level 5
@@ -152,7 +157,10 @@ def test_transfer_with_label(run, ckpt, faces, tmp_path):
     assert "sad (given)" in text
     img = pixels(out)
     cell = cell_size(16)
-    result = img[-cell:, 2 * cell:3 * cell][::cell // 16, ::cell // 16]
+    from facegan_kit.figures import HEADER, cell_origin
+
+    y, x = cell_origin(0, 2, cell, top=HEADER)
+    result = np.asarray(Image.fromarray(img[y:y + cell, x:x + cell].astype(np.uint8)).resize((16, 16), Image.BOX))
     ed = load_editor(ckpt)
     x = load_face(faces[0], 16, align=False).face[None]
     recon = ed.decode(ed.encode(x), ed.code("sad"))[0]
@@ -198,7 +206,7 @@ def test_retrieve_by_pixel_finds_the_query_first(run, ckpt, gallery, tmp_path):
     ranked = [ln.split("\t") for ln in text.splitlines() if "\t" in ln]
     assert len(ranked) == 4 and ranked[0][3].endswith("gen_00005.png") and float(ranked[0][1]) == 0.0
     assert [float(r[1]) for r in ranked] == sorted(float(r[1]) for r in ranked)
-    assert pixels(tmp_path / "r.png").shape[1] == 5 * 64
+    assert pixels(tmp_path / "r.png").shape[1] == 5 * 128 + 4 * 2  # query + 4 hits, 128 px each, 2 px apart
 
 
 def test_retrieve_by_code_and_label_use_index_labels(run, ckpt, gallery, tmp_path):

@@ -127,7 +127,15 @@ def test_grid_sample_transfer_download(server):
     tok = upload(server, face_png(subject=5))["token"]
     status, _, body = request(server, "GET", f"/api/grid?token={tok}")
     assert status == 200
-    assert decode_png(body).shape == (levels * s + (levels - 1) * 2, 7 * s + 6 * 2, 3)
+    grid = decode_png(body)
+    from facegan_kit.figures import GAP, HEADER, cell_size
+
+    cell = cell_size(s)
+    assert cell >= 128  # small model faces are enlarged for the eye
+    # levels rows under a row of expression names, a level-name column, a footer naming the size
+    assert grid.shape[0] > HEADER + levels * cell + (levels - 1) * GAP
+    assert 7 * cell + 6 * GAP < grid.shape[1] <= 8 * cell + 7 * GAP
+    assert (grid[:HEADER] < 200).any()
 
     status, _, body = request(server, "GET", "/api/sample.png?subject=2&expression=happy")
     assert status == 200 and decode_png(body).ndim == 3
