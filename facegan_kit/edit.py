@@ -32,6 +32,24 @@ def expression_index(name: str) -> int | None:
     raise InputError(f"unknown expression '{name}' (expected one of: {', '.join(EXPRESSIONS + (NEUTRAL,))})")
 
 
+#: How to get a model that edits photos, named wherever a synthetic-face model meets a photo.
+REAL_PHOTO_HOWTO = ("to edit real photos, train on real faces: `facegan data prepare PHOTOS/ faces/`, then "
+                    "`facegan train recipes/exprgan-real-quick.toml --set data.root=faces/ --out runs/real`")
+
+
+def photo_warning(trained_on: str | None) -> str | None:
+    """The plain-words warning for a model trained on ``trained_on`` data that is given a
+    person's own image, or ``None`` when there is nothing to warn about.
+
+    A model trained on the synthetic faces has only ever seen flat-coloured cartoons: given a
+    photo it encodes what it can and decodes a cartoon face, which the paste-back then puts
+    into the photo. Nothing in the output says why, so the tools say it up front."""
+    if trained_on != "synthetic":
+        return None
+    return ("this model was trained on synthetic cartoon faces, not on photos: on a photo of a real person "
+            "the edited face will look like a blurry cartoon face pasted into the picture; " + REAL_PHOTO_HOWTO)
+
+
 @dataclass
 class Editor:
     """A trained model in eval mode, with the edit-time operations of the paper."""
@@ -59,6 +77,16 @@ class Editor:
     @property
     def image_size(self) -> int:
         return int(self.models["decoder"].image_size)
+
+    @property
+    def trained_on(self) -> str | None:
+        """The recipe's ``[data] type`` (``"synthetic"``, ``"prepared"``, ...): what the model saw."""
+        return (self.recipe.data or {}).get("type")
+
+    @property
+    def photo_warning(self) -> str | None:
+        """:func:`photo_warning` for this model."""
+        return photo_warning(self.trained_on)
 
     @property
     def controller(self) -> nn.Module:

@@ -33,6 +33,12 @@ def _echo_written(paths):
         click.echo(f"wrote {p}")
 
 
+def _warn_photo(editor) -> None:
+    """Once per command: a synthetic-face model is about to edit the user's own image files."""
+    if editor.photo_warning:
+        click.echo(f"facegan: warning: {editor.photo_warning}", err=True)
+
+
 def _png(path: Path) -> Path:
     if path.suffix.lower() != ".png":
         raise InputError(f"{path}: the output is a PNG; give a path ending in .png")
@@ -80,6 +86,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     ed = load_editor(checkpoint, device)
     ed.set_level_codes(level_codes)
     code = ed.code(expression, intensity=intensity, level=level)  # validates (one-line errors)
+    _warn_photo(ed)
     expr = expression.strip().lower()
     paste = paste_back and not no_align
     names = [out / edit_name(p.stem, expr, intensity, level) for p in images]
@@ -126,6 +133,7 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, overwrite, no_align, d
     check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
     ed.set_level_codes(level_codes)
+    _warn_photo(ed)
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
     g = ed.grid(face.face[None]).cpu()  # (levels, 7, 3, S, S)
     cells = [[face.face if i == 0 else None, *g[i]] for i in range(g.shape[0])]
@@ -167,6 +175,7 @@ def transfer_cmd(checkpoint, identity, expression, classifier, label, out, overw
     check_outputs([_png(out)], [checkpoint, identity, expression])
     check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
+    _warn_photo(ed)
     a, b = load_faces([identity, expression], ed.image_size, align=not no_align, device=str(ed.device))
     y = resolve_labels(b.face[None], label, classifier, what="face B")
     res = transfer(ed, a.face[None], b.face[None], y)

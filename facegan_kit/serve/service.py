@@ -76,6 +76,9 @@ class EditService:
             "samples": SAMPLE_COUNT,
             "transfer": self.can_transfer,
             "face_detection": self.can_align(),
+            "trained_on": self.editor.trained_on,
+            # shown by the page once a person uploads their own image (see Editor.photo_warning)
+            "photo_warning": self.editor.photo_warning,
         }
 
     # -- decoding uploads -------------------------------------------------------------------------
