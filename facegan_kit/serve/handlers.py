@@ -91,6 +91,13 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.quiet:
             super().log_message(format, *args)
 
+    def log_error(self, format, *args) -> None:  # noqa: A002 - stdlib signature
+        # A browser keeps idle keep-alive connections open; when one reaches the socket timeout
+        # the stdlib logs "Request timed out" although nothing went wrong. Only --verbose shows it.
+        if str(format).startswith("Request timed out") and not self.server.verbose:
+            return
+        super().log_error(format, *args)
+
     def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)

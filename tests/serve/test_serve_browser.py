@@ -142,10 +142,16 @@ def test_upload_and_slide_in_the_browser(browser, live_server, tmp_path):
     assert arr.shape == (size, size, 3)
     assert driver.execute_script("return document.getElementById('intensity-value').textContent") == "1.00"
 
-    # the paper's grid: labelled, each face at least 128 px wide
+    # faces are shown at least 128 px wide, and the caption names the model's real size
+    assert driver.execute_script("return document.getElementById('result').getBoundingClientRect().width") >= 128
+    assert f"{size}x{size} px" in driver.find_element(By.ID, "original-caption").text
+
+    # the paper's grid: labelled, each face at least 128 px wide, shown at its own size
     driver.find_element(By.ID, "show-grid").click()
     wait.until(lambda d: _loaded(d, "grid"))
-    assert driver.execute_script("return document.getElementById('grid').naturalWidth") >= 7 * 128
+    natural = driver.execute_script("return document.getElementById('grid').naturalWidth")
+    shown = driver.execute_script("return document.getElementById('grid').getBoundingClientRect().width")
+    assert natural >= 7 * 128 and shown == natural
 
     shot = _save_screenshot(driver, tmp_path, "serve_browser.png")
     with Image.open(shot) as im:
@@ -181,3 +187,79 @@ def test_synthetic_face_and_transfer_in_the_browser(browser, live_server, tmp_pa
            if (e.get("level") == "SEVERE" or "Content Security Policy" in e.get("message", ""))
            and "favicon" not in e.get("message", "")]
     assert not bad, bad
+
+
+def _token(driver) -> str:
+    return driver.execute_script("return document.body.dataset.token || ''")
+
+
+def test_same_file_again_and_prealigned_toggle_rerun(browser, live_server, tmp_path):
+    """Choosing the same file again, or toggling "pre-aligned crop" after a photo was chosen,
+    runs the upload again (a file input fires no change event for the file it already holds)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from facegan_kit.data.synthetic import render_face, subject_attributes
+
+    face = tmp_path / "face.png"
+    Image.fromarray(render_face(subject_attributes(2), 3, 0.8, 96, None, 2)).save(face)
+    driver = browser
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
+    driver.get(live_server.url)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    checkbox = driver.find_element(By.ID, "prealigned")
+    if checkbox.is_selected() and live_server.service.can_align():
+        checkbox.click()
+    if not checkbox.is_selected():
+        # a small cartoon face: the detector finds none and says to tick "pre-aligned crop"
+        driver.find_element(By.ID, "file").send_keys(str(face))
+        wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or "")
+                   or _token(d))
+        assert not _token(driver) or "face found" in driver.find_element(By.ID, "status").text
+        before = _token(driver)
+        checkbox.click()  # tick it: the same photo runs again, now as a crop
+        wait.until(lambda d: _token(d) != before and "pre-aligned crop" in d.find_element(By.ID, "status").text)
+    else:
+        driver.find_element(By.ID, "file").send_keys(str(face))
+        wait.until(lambda d: _token(d))
+    assert driver.execute_script("return document.getElementById('file').value") == ""
+    first = _token(driver)
+    driver.find_element(By.ID, "file").send_keys(str(face))  # the very same file again
+    wait.until(lambda d: _token(d) != first)
+    wait.until(lambda d: _loaded(d, "result"))
+
+
+def test_transfer_panel_has_no_broken_images_and_photos_get_the_warning(browser, live_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from facegan_kit.data.synthetic import render_face, subject_attributes
+
+    driver = browser
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
+    driver.get(live_server.url)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    visible = "const i = document.getElementById(arguments[0]); const r = i.getBoundingClientRect();" \
+              "return getComputedStyle(i).visibility !== 'hidden' && r.width > 0 && !i.hidden;"
+    driver.find_element(By.ID, "use-sample").click()  # a built-in face: no photo, no warning
+    wait.until(lambda d: _loaded(d, "result", 1))
+    assert driver.execute_script(visible, "transfer-panel")  # the panel is shown ...
+    for img in ("source", "transfer-result"):  # ... but its empty pictures draw no broken-image icon
+        assert not driver.execute_script(visible, img), img
+    assert driver.find_element(By.ID, "photo-warning").get_attribute("hidden") is not None
+
+    # the tests' model was trained on synthetic faces: a person's own file gets one plain warning
+    photo = tmp_path / "mine.png"
+    Image.fromarray(render_face(subject_attributes(5), 6, 0.0, 96, None, 5)).save(photo)
+    driver.execute_script("document.getElementById('source-label').value = 'sad';")
+    if not driver.find_element(By.ID, "prealigned").is_selected():
+        driver.find_element(By.ID, "prealigned").click()
+    driver.find_element(By.ID, "source-file").send_keys(str(photo))
+    wait.until(lambda d: _loaded(d, "source") and _loaded(d, "transfer-result"))
+    for img in ("source", "transfer-result"):
+        assert driver.execute_script(visible, img), img
+    warning = driver.find_element(By.ID, "photo-warning")
+    assert warning.is_displayed()
+    text = warning.text
+    assert "synthetic" in text and "cartoon" in text and "exprgan-real-quick.toml" in text
+    assert text.count("synthetic cartoon faces") == 1  # said once, not once per upload

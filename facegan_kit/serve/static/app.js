@@ -4,7 +4,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const state = { info: null, token: null, sourceToken: null, editBusy: false, editPending: false,
-                  seq: 0, urls: {} };
+                  seq: 0, urls: {}, lastFile: null };
 
   function setStatus(text, isError) {
     const el = $("status");
@@ -81,21 +81,27 @@
       option($("source-sample"), String(i), "synthetic #" + i);
     }
     $("source-sample").value = String(Math.min(1, info.samples - 1));
-    const labels = $("grid-labels");
-    for (const e of info.expressions.concat([info.neutral])) {
-      const d = document.createElement("div");
-      d.textContent = e;
-      labels.appendChild(d);
-    }
     if (!info.transfer) $("transfer-panel").classList.add("unsupported");
 
-    $("file").addEventListener("change", () => { const f = $("file").files[0]; if (f) uploadMain(f); });
+    // the value is cleared after each read, so choosing the same file again (say, after
+    // ticking "pre-aligned crop") fires a change event and runs again
+    $("file").addEventListener("change", () => {
+      const f = $("file").files[0];
+      $("file").value = "";
+      if (f) uploadMain(f);
+    });
+    // toggling "pre-aligned crop" changes what the current photo means: run it again
+    $("prealigned").addEventListener("change", () => { if (state.lastFile) uploadMain(state.lastFile); });
     $("use-sample").addEventListener("click", () => useSample());
     $("expression").addEventListener("change", requestEdit);
     $("intensity").addEventListener("input", requestEdit);
     $("download").addEventListener("click", download);
     $("show-grid").addEventListener("click", showGrid);
-    $("source-file").addEventListener("change", () => { const f = $("source-file").files[0]; if (f) uploadSource(f); });
+    $("source-file").addEventListener("change", () => {
+      const f = $("source-file").files[0];
+      $("source-file").value = "";
+      if (f) uploadSource(f);
+    });
     $("use-source-sample").addEventListener("click", useSourceSample);
     $("source-label").addEventListener("change", () => { if (state.sourceToken && state.token) transfer(); });
     $("transfer").addEventListener("click", transfer);
@@ -104,7 +110,16 @@
   }
 
   // -- faces ------------------------------------------------------------------------------------
+  // once per page: a model trained on synthetic faces is about to edit a person's own image
+  function warnPhoto() {
+    const text = state.info.photo_warning;
+    if (!text || !$("photo-warning").hidden) return;
+    $("photo-warning").textContent = "Note: " + text + ".";
+    $("photo-warning").hidden = false;
+  }
+
   async function uploadFile(file) {
+    warnPhoto();
     if (file.size > state.info.max_upload_bytes) {
       throw new Error("file too large (" + file.size + " bytes; the limit is " + state.info.max_upload_bytes + ")");
     }
@@ -132,6 +147,9 @@
     $("transfer").disabled = !state.sourceToken;
     const o = await api("/api/original?token=" + encodeURIComponent(session.token));
     showBlob("original", await o.blob());
+    const size = state.info.image_size;
+    $("original-caption").textContent = "input (aligned; model faces are " + size + "x" + size +
+      " px, shown at 256)";
     setStatus(label + " (" + session.width + "x" + session.height +
       (session.aligned ? ", pre-aligned crop)" : ", face found and aligned)"));
     document.body.dataset.token = session.token;
@@ -139,6 +157,7 @@
   }
 
   async function uploadMain(file) {
+    state.lastFile = file;
     setStatus("uploading and encoding…");
     try {
       await setFace(await uploadFile(file), "photo " + file.name);
@@ -148,6 +167,7 @@
   }
 
   async function useSample() {
+    state.lastFile = null;
     setStatus("encoding…");
     try {
       await setFace(await sampleSession($("sample").value, "neutral"), "synthetic face #" + $("sample").value);
@@ -177,7 +197,8 @@
       const img = $("result");
       img.dataset.seq = String(++state.seq);
       img.dataset.params = params;
-      $("result-caption").textContent = $("expression").value + " @ " + Number($("intensity").value).toFixed(2);
+      $("result-caption").textContent = $("expression").value + " @ " + Number($("intensity").value).toFixed(2) +
+        " (" + state.info.image_size + " px, shown at 256)";
       $("latency").textContent = "last edit: " + Math.round(performance.now() - t0) + " ms round trip";
     } catch (e) {
       setStatus(e.message, true);
