@@ -9,7 +9,7 @@ resampled softer (generated faces are blurrier than renders; a judge that has
 never seen a soft face reads softness as an expression). The classification
 loss only uses neutral faces and expressions at intensity >= 0.3 (an
 expression at intensity ~0 *is* a neutral face). Trained on first use
-(~3-5 min on one CPU core) and cached as safetensors + json under
+(5-7 min on a 2-core CPU, with progress bars) and cached as safetensors + json under
 ``cache_dir("oracles")``.
 
 >>> orc = load_oracles()
@@ -32,17 +32,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facegan_kit.cache import cache_dir, file_lock
-from facegan_kit.data.synthetic_render import (
-    ATTR_NAMES,
-    NEUTRAL_LABEL,
-    RENDER_VERSION,
-    render_batch,
-    render_face,
-    subject_attributes,
-)
+from facegan_kit.data.oracle_faces import render_many as _render_many
+from facegan_kit.data.oracle_faces import render_rows as _render
+from facegan_kit.data.oracle_faces import resize as _resize
+from facegan_kit.data.oracle_faces import sample_rows as _sample
+from facegan_kit.data.synthetic_render import ATTR_NAMES, NEUTRAL_LABEL, RENDER_VERSION, subject_attributes
 from facegan_kit.errors import InputError
 
-__all__ = ["Oracles", "OracleConfig", "load_oracles", "train_oracles", "ORACLE_VERSION"]
+__all__ = ["Oracles", "OracleConfig", "load_oracles", "train_oracles", "estimate_seconds", "ORACLE_VERSION"]
 
 ORACLE_VERSION = 4
 #: Expressions below this intensity are left out of the classification loss/accuracy.
@@ -141,71 +138,6 @@ class Oracles(nn.Module):
         return self.predict(x)[2]
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-average down (matches the renderer's own box-filter supersampling, so a 128px face
-    pooled to 64 looks like a 64px render), bilinear up."""
-    if x.shape[-2:] == (size, size):
-        return x
-    if x.shape[-1] > size and x.shape[-2] > size:
-        return F.interpolate(x, size=(size, size), mode="area")
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _sample(cfg: OracleConfig, subjects: list[int], per_subject: int, rng: np.random.Generator):
-    """Random (attrs, expression, intensity, nuisance seed, style seed) rows over the full range."""
-    n = len(subjects) * per_subject
-    subj = np.repeat(np.asarray(subjects, np.int64), per_subject)
-    expr = rng.integers(0, 7, n)
-    inten = np.where(expr == NEUTRAL_LABEL, 0.0, rng.uniform(0, 1, n))
-    attrs_by = {s: subject_attributes(int(s), cfg.seed) for s in subjects}
-    attrs = np.stack([attrs_by[s] for s in subj]).astype(np.float32)
-    nseeds = rng.integers(0, 2 ** 31, n)
-    return subj, attrs, expr, inten, nseeds
-
-
-def _render_np(job) -> np.ndarray:
-    """Worker: numpy/PIL only (no torch ops after fork), (n, S, S, 3) uint8."""
-    attrs, expr, inten, size, nseeds, subj = job
-    out = np.empty((len(attrs), size, size, 3), np.uint8)
-    for i in range(len(attrs)):
-        out[i] = render_face(attrs[i], int(expr[i]), float(inten[i]), size, int(nseeds[i]), int(subj[i]))
-    return out
-
-
-def _render_many(attrs, expr, inten, size, nseeds, subj) -> torch.Tensor:
-    """Like ``render_batch`` but split over 2 forked worker processes for large batches
-    (rendering is ~1/4 of the training time); falls back to one process on any failure."""
-    n = len(attrs)
-    workers = min(2, os.cpu_count() or 1)
-    if n >= 1000 and workers > 1:
-        try:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            chunks = np.array_split(np.arange(n), 2 * workers)
-            jobs = [(attrs[c], expr[c], inten[c], size, nseeds[c], subj[c]) for c in chunks]
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
-                arr = np.concatenate(list(ex.map(_render_np, jobs)))
-            return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-        except Exception as exc:  # no fork / no processes allowed: render serially
-            print(f"[oracles] parallel rendering unavailable ({exc}); rendering in one process", file=sys.stderr)
-    return render_batch(attrs, expr, inten, size, nseeds, subj)
-
-
-def _render(cfg, subj, attrs, expr, inten, nseeds, hires_every: int = 0, lowres_every: int = 0) -> torch.Tensor:
-    """uint8 (N, 3, size, size); every ``hires_every``-th face (from 0) is rendered at 2x and
-    area-pooled (the path a 128px GAN output takes through :class:`Oracles`), every
-    ``lowres_every``-th (from 1) at half size and scaled up (the path of a 32 px one)."""
-    x = _render_many(attrs, expr, inten, cfg.size, nseeds, subj)
-    for every, start, scale in ((hires_every, 0, 2.0), (lowres_every, 1, 0.5)):
-        if not every:
-            continue
-        idx = np.arange(start, len(x), every)
-        other = _render_many(attrs[idx], expr[idx], inten[idx], int(scale * cfg.size), nseeds[idx], subj[idx])
-        x[torch.as_tensor(idx)] = _resize(other.float(), cfg.size).round().clamp(0, 255).to(torch.uint8)
-    return x
-
-
 def _evaluate(net: _OracleNet, x: torch.Tensor, expr, inten, attrs, gallery: np.ndarray, subj_index, rng) -> dict:
     net.eval()
     with torch.no_grad():
@@ -240,9 +172,38 @@ def _evaluate(net: _OracleNet, x: torch.Tensor, expr, inten, attrs, gallery: np.
     }
 
 
-def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
-    """Render the oracle training set, train, measure on held-out subjects; returns :class:`Oracles`."""
-    log = log or (lambda msg: print(f"[oracles] {msg}", file=sys.stderr, flush=True))
+def _workload(cfg: OracleConfig) -> tuple[int, int]:
+    """(faces rendered, training steps) of one :func:`train_oracles` run."""
+    n_tr, n_ho = cfg.train_subjects * cfg.images_per_subject, cfg.heldout_subjects * cfg.heldout_images_per_subject
+    hires, lowres = math.ceil(n_tr / 3), (len(range(1, n_tr, cfg.lowres_every)) if cfg.lowres_every else 0)
+    return n_tr + hires + lowres + 2 * n_ho, cfg.epochs * math.ceil(n_tr / cfg.batch)
+
+
+def estimate_seconds(cfg: OracleConfig) -> float:
+    """Rough wall time of :func:`train_oracles` on a 2-core CPU (the default config measured 5-7 min
+    on a busy 2-core machine: 4 ms per face rendered over 2 processes, 0.19 s per 64 px step)."""
+    faces, steps = _workload(cfg)
+    return faces * 0.004 / min(2, os.cpu_count() or 1) + steps * 0.19 * (cfg.size / 64) ** 2
+
+
+def _say_up_front(cfg: OracleConfig, log) -> None:
+    faces, steps = _workload(cfg)
+    minutes = estimate_seconds(cfg) / 60
+    when = f"about {minutes:.0f} min" if minutes >= 1.5 else "under 2 min"
+    log(f"first use: training the synthetic-data oracles (small networks that check each edit against the "
+        f"known expression and identity of the synthetic faces): {faces} faces to render, {steps} training steps, "
+        f"{when} on a 2-core CPU. This happens once; later evaluations load them from {cache_dir('oracles')}.")
+
+
+def train_oracles(cfg: OracleConfig = OracleConfig(), log=None, progress: bool = True) -> Oracles:
+    """Render the oracle training set, train, measure on held-out subjects; returns :class:`Oracles`.
+    Says up front what it does and how long it takes; ``progress`` shows bars with an ETA."""
+    from tqdm.auto import tqdm
+
+    log = log or (lambda msg: tqdm.write(f"[oracles] {msg}", file=sys.stderr))
+    _say_up_front(cfg, log)
+    faces, steps = _workload(cfg)
+    bar_opts = dict(file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=1.0)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 0x0AC1E])
@@ -250,11 +211,11 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
     ho_subjects = [cfg.subject_offset + cfg.train_subjects + k for k in range(cfg.heldout_subjects)]
     tr = _sample(cfg, tr_subjects, cfg.images_per_subject, rng)
     ho = _sample(cfg, ho_subjects, cfg.heldout_images_per_subject, rng)
-    log(f"rendering {len(tr[0])} training + {len(ho[0])} held-out faces at {cfg.size}px")
-    x_tr = _render(cfg, *tr, hires_every=3, lowres_every=cfg.lowres_every)
-    x_ho = _render(cfg, *ho).float() / 127.5 - 1.0
-    x_ho2 = _resize(_render_many(ho[1], ho[2], ho[3], 2 * cfg.size, ho[4], ho[0]).float() / 127.5 - 1.0, cfg.size)
-    log(f"rendered in {time.time() - t0:.1f}s; training {cfg.epochs} epochs")
+    with tqdm(total=faces, desc="oracles: rendering faces", unit="face", **bar_opts) as bar:
+        x_tr = _render(cfg, *tr, hires_every=3, lowres_every=cfg.lowres_every, tick=bar.update)
+        x_ho = _render(cfg, *ho, tick=bar.update).float() / 127.5 - 1.0
+        x_ho2 = _resize(_render_many(ho[1], ho[2], ho[3], 2 * cfg.size, ho[4], ho[0], bar.update).float() / 127.5
+                        - 1.0, cfg.size)
     _, a_tr, e_tr, i_tr, _ = tr
     e_tr, i_tr, a_tr = torch.as_tensor(e_tr), torch.as_tensor(i_tr, dtype=torch.float32), torch.as_tensor(a_tr)
     cls_tr = (e_tr == NEUTRAL_LABEL) | (i_tr >= MIN_CLASS_INTENSITY)
@@ -266,6 +227,7 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(cfg.seed)
     step = 0
+    bar = tqdm(total=steps, desc="oracles: training", unit="step", **bar_opts)
     for ep in range(cfg.epochs):
         net.train()
         perm = torch.randperm(n, generator=g)
@@ -291,8 +253,10 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None) -> Oracles:
             opt.step()
             sched.step()
             step += 1
+            bar.update(1)
             tot += float(loss.detach())
-        log(f"epoch {ep + 1}/{cfg.epochs} loss {tot / math.ceil(n / cfg.batch):.4f} ({time.time() - t0:.0f}s)")
+        bar.set_postfix_str(f"epoch {ep + 1}/{cfg.epochs} loss {tot / math.ceil(n / cfg.batch):.4f}", refresh=False)
+    bar.close()
 
     net = net.to(memory_format=torch.contiguous_format)  # same kernels as a net loaded from the cache
     gallery_subjects = ho_subjects + tr_subjects[: max(0, 80 - len(ho_subjects))]

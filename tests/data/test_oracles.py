@@ -152,3 +152,29 @@ def test_tiny_training_roundtrip_through_cache(tmp_path, monkeypatch):
     assert not again.training and not again.net.training
     assert orc.attrs(x).shape == (5, len(ATTR_NAMES)) and orc.intensity(x).shape == (5,)
     assert isinstance(train_oracles, type(load_oracles))
+
+
+def test_first_use_says_what_it_does_how_long_and_shows_progress(tmp_path, monkeypatch, capsys):
+    import re
+
+    from facegan_kit.data.oracles import estimate_seconds
+
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path))
+    torch.set_num_threads(1)
+    cfg = OracleConfig(size=32, train_subjects=12, heldout_subjects=4, images_per_subject=10,
+                       heldout_images_per_subject=6, epochs=2, batch=32)
+    load_oracles(config=cfg)
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[0]
+    # before any work: what, how much and how long, and that it happens once
+    assert first.startswith("[oracles] first use: training the synthetic-data oracles"), first
+    assert "under 2 min" in first and "once" in first and str(tmp_path) in first
+    renders = 120 + 40 + 40 + 2 * 24  # training faces, their 2x and half-size copies, held-out faces twice
+    assert f"{renders} faces to render, 8 training steps" in first
+    # progress bars with a count of the total and a time estimate (tqdm's "elapsed<remaining")
+    assert re.search(rf"oracles: rendering faces.*{renders}/{renders}", err)
+    assert re.search(r"oracles: training.*8/8 \[\d\d:\d\d<\d\d:\d\d", err)
+    load_oracles(config=cfg)  # cached: nothing to announce
+    assert "first use" not in capsys.readouterr().err
+    # the default oracles: minutes, and the message says so
+    assert 4 * 60 <= estimate_seconds(OracleConfig()) <= 10 * 60
