@@ -172,6 +172,20 @@ def _evaluate(net: _OracleNet, x: torch.Tensor, expr, inten, attrs, gallery: np.
     }
 
 
+def _augment(x: torch.Tensor, cfg: OracleConfig, g: torch.Generator) -> torch.Tensor:
+    """A training batch with, at random, brightness/contrast jitter or a blur."""
+    u = float(torch.rand((), generator=g))
+    if u < 0.4:  # mild extra nuisance: brightness/contrast jitter
+        return (x * (1 + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g))
+                + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g)).clamp(-1, 1)
+    if u < 0.4 + cfg.blur_share:  # blur (down-up resample): generated faces are softer than renders
+        scale = cfg.blur_min_scale + (0.95 - cfg.blur_min_scale) * float(torch.rand((), generator=g))
+        low = max(8, int(cfg.size * scale))
+        return F.interpolate(F.interpolate(x, size=(low, low), mode="area"), size=(cfg.size, cfg.size),
+                             mode="bilinear", align_corners=False).contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _workload(cfg: OracleConfig) -> tuple[int, int]:
     """(faces rendered, training steps) of one :func:`train_oracles` run."""
     n_tr, n_ho = cfg.train_subjects * cfg.images_per_subject, cfg.heldout_subjects * cfg.heldout_images_per_subject
@@ -234,16 +248,7 @@ def train_oracles(cfg: OracleConfig = OracleConfig(), log=None, progress: bool =
         tot = 0.0
         for b in range(0, n, cfg.batch):
             idx = perm[b:b + cfg.batch]
-            x = (x_tr[idx].float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
-            u = float(torch.rand((), generator=g))
-            if u < 0.4:  # mild extra nuisance: brightness/contrast jitter
-                x = (x * (1 + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g))
-                     + 0.1 * torch.randn(len(x), 1, 1, 1, generator=g)).clamp(-1, 1)
-            elif u < 0.4 + cfg.blur_share:  # blur (down-up resample): generated faces are softer than renders
-                scale = cfg.blur_min_scale + (0.95 - cfg.blur_min_scale) * float(torch.rand((), generator=g))
-                low = max(8, int(cfg.size * scale))
-                x = F.interpolate(F.interpolate(x, size=(low, low), mode="area"), size=(cfg.size, cfg.size),
-                                  mode="bilinear", align_corners=False).contiguous(memory_format=torch.channels_last)
+            x = _augment((x_tr[idx].float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last), cfg, g)
             logits, pi, pa = net(x)
             m = cls_tr[idx]
             ce = F.cross_entropy(logits[m], e_tr[idx][m]) if m.any() else logits.sum() * 0
