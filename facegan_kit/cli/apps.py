@@ -86,7 +86,6 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     ed = load_editor(checkpoint, device)
     ed.set_level_codes(level_codes)
     code = ed.code(expression, intensity=intensity, level=level)  # validates (one-line errors)
-    _warn_photo(ed)
     expr = expression.strip().lower()
     paste = paste_back and not no_align
     names = [out / edit_name(p.stem, expr, intensity, level) for p in images]
@@ -94,6 +93,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     check_outputs(names + faces_out, [checkpoint, *images])
     check_new_files(names + faces_out, overwrite)
     faces = load_faces(images, ed.image_size, align=not no_align, device=str(ed.device))
+    _warn_photo(ed)
     x = torch.stack([f.face for f in faces])
     edited = torch.cat([ed.decode(ed.encode(x[i:i + 64]), code).cpu() for i in range(0, len(x), 64)])
     written = []
@@ -133,8 +133,8 @@ def grid_cmd(checkpoint, image, out, labels, level_codes, overwrite, no_align, d
     check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
     ed.set_level_codes(level_codes)
-    _warn_photo(ed)
     face = load_faces([image], ed.image_size, align=not no_align, device=str(ed.device))[0]
+    _warn_photo(ed)
     g = ed.grid(face.face[None]).cpu()  # (levels, 7, 3, S, S)
     cells = [[face.face if i == 0 else None, *g[i]] for i in range(g.shape[0])]
     rows = [f"level {i + 1}" for i in range(g.shape[0])] if labels else None
@@ -175,8 +175,8 @@ def transfer_cmd(checkpoint, identity, expression, classifier, label, out, overw
     check_outputs([_png(out)], [checkpoint, identity, expression])
     check_new_files([out], overwrite)
     ed = load_editor(checkpoint, device)
-    _warn_photo(ed)
     a, b = load_faces([identity, expression], ed.image_size, align=not no_align, device=str(ed.device))
+    _warn_photo(ed)
     y = resolve_labels(b.face[None], label, classifier, what="face B")
     res = transfer(ed, a.face[None], b.face[None], y)
     name = EXPRESSIONS[int(y[0])]
