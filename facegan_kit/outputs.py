@@ -196,6 +196,8 @@ def claim_folder(out, overwrite: bool, inputs: Iterable = ()) -> OutputFolder:
     ensure_folder(out)
     if not any(out.iterdir()):
         return OutputFolder(out, replace=False)
+    if out.is_symlink():  # replace the folder it points to and keep the link
+        out = _key(out)
     if not overwrite:
         raise OutputExistsError(f"{out}: the output folder already holds an earlier result; pass --overwrite "
                                 "to replace it, or choose another output folder")

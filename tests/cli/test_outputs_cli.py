@@ -111,3 +111,19 @@ def test_edit_tiny_photo_is_no_face_with_its_size(run, tiny_checkpoint, tmp_path
     errors = [ln for ln in err.splitlines() if ln.startswith("facegan: error")]
     assert len(errors) == 1 and f"{tiny}: no face found (image is 3x3 pixels)" in errors[0], err
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
+def test_a_write_the_file_system_refuses_is_one_line_naming_the_file(run, tiny_checkpoint, tmp_path, monkeypatch):
+    import errno
+
+    import facegan_kit.data.io as dio
+
+    def full(path, image):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(dio, "write_png_atomic", full)
+    face = tmp_path / "face.png"
+    Image.new("RGB", (32, 32), (90, 80, 70)).save(face)
+    code, _, err = run("edit", tiny_checkpoint, face, "--no-align", "-e", "sad", "--out", tmp_path / "e")
+    assert code != 0 and "Traceback" not in err, err
+    assert f"facegan: error: {tmp_path / 'e' / 'face_sad.png'}: No space left on device" in err, err

@@ -106,3 +106,14 @@ def test_earlier_result_inside_an_input_folder_is_set_aside_outside_it(tmp_path)
     with claim:
         assert not any(p.name.startswith(".prepared") for p in src.iterdir())
     assert list(out.iterdir()) == []
+
+
+def test_overwriting_through_a_symlinked_folder_keeps_the_link(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    (real / "old.png").write_bytes(b"old")
+    link.symlink_to(real)
+    with claim_folder(link, overwrite=True) as folder:
+        (folder / "new.png").write_bytes(b"new")
+    assert link.is_symlink() and [p.name for p in real.iterdir()] == ["new.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
