@@ -41,7 +41,9 @@ class OutputExistsError(InputError):
 
 def file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file: ``0o666`` minus the process umask."""
-    with _UMASK_LOCK:  # reading the umask means setting it: put it back at once, one thread at a time
+    # reading the umask means setting it: put it back at once, one thread at a time (meanwhile a file
+    # another thread creates is only more private, never less)
+    with _UMASK_LOCK:
         old = os.umask(0o077)
         os.umask(old)
     return 0o666 & ~old
@@ -196,11 +198,11 @@ def claim_folder(out, overwrite: bool, inputs: Iterable = ()) -> OutputFolder:
     ensure_folder(out)
     if not any(out.iterdir()):
         return OutputFolder(out, replace=False)
-    if out.is_symlink():  # replace the folder it points to and keep the link
-        out = _key(out)
     if not overwrite:
         raise OutputExistsError(f"{out}: the output folder already holds an earlier result; pass --overwrite "
                                 "to replace it, or choose another output folder")
+    if out.is_symlink():  # replace the folder it points to and keep the link
+        out = _key(out)
     target = _key(out)
     anchor = target
     for p in [Path.cwd(), *inputs]:
