@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from facegan_kit import EXPRESSIONS
+from facegan_kit.eval.metrics import REAL_KEYS
 from facegan_kit.figures import save_sheet
 from facegan_kit.train.report import loss_keys, loss_series, mark_stages, read_log, stage_starts
 
@@ -18,6 +19,17 @@ METRIC_ROWS: list[tuple[str, str, str]] = [
     ("judge_accuracy_real", "FER judge accuracy on the real test faces (reference)", "higher"),
     ("identity_distance_median", "identity: median dlib distance source-edit", "lower"),
     ("identity_rate_under_0.6", "identity: share of edits under 0.6 (same person)", "higher"),
+    ("classical_identity_rate", "identity: edits named as their person by Fisherfaces (not dlib)", "higher"),
+    ("neutral_source_expression_accuracy", "edits of neutral photos: expression (FER judge)", "higher"),
+    ("neutral_source_identity_distance_median", "edits of neutral photos: median dlib distance", "lower"),
+    ("neutral_source_identity_rate_under_0.6", "edits of neutral photos: share under 0.6", "higher"),
+    ("ceiling_judge_accuracy_native", "ceiling: FER judge on the real photos at their prepared size", "higher"),
+    ("ceiling_identity_same_person_median", "ceiling: dlib, one person's two expressions (real photos)", "lower"),
+    ("ceiling_identity_same_person_rate_under_0.6", "ceiling: those real pairs under 0.6", "higher"),
+    ("ceiling_identity_other_people_median", "reference: dlib, two different people", "higher"),
+    ("ceiling_identity_roundtrip_median", "reference: dlib, a photo vs its resolution round trip", "lower"),
+    ("classical_identity_rate_real", "ceiling: Fisherfaces on the real sources", "higher"),
+    ("classical_identity_chance", "reference: Fisherfaces chance level", "lower"),
     ("recon_l1", "reconstruction L1 ([0,1] scale)", "lower"),
     ("recon_psnr", "reconstruction PSNR (dB)", "higher"),
     ("recon_ssim", "reconstruction SSIM", "higher"),
@@ -139,6 +151,8 @@ def eval_markdown(m: dict, levels: int) -> str:
     for key, label, better in METRIC_ROWS:
         if key.startswith("oracle_") and m["judges"]["oracles"] is None:
             continue
+        if key in REAL_KEYS and m.get(key) is None:  # real-face rows: only where they apply
+            continue
         lines.append(f"| {label} | {fmt(m.get(key))} | {better} |")
     lines.append("")
     per = m.get("expression_accuracy_per_class")
@@ -171,6 +185,8 @@ BENCH_QUALITY = [
     ("oracle_expression_accuracy", "expr acc (oracle)"),
     ("identity_distance_median", "id dist (dlib)"),
     ("identity_rate_under_0.6", "id <0.6"),
+    ("ceiling_identity_same_person_median", "id dist, real pairs (ceiling)"),
+    ("classical_identity_rate", "id (Fisherfaces)"),
     ("oracle_identity_kept_rate", "id kept (oracle)"),
     ("oracle_identity_match_rate", "id match (oracle)"),
     ("recon_l1", "recon L1"),
@@ -208,11 +224,13 @@ def bench_markdown(report: dict) -> str:
              f"{report.get('max_faces') or 'all'} faces evaluated",
              *_bench_models_line(report), ""]
     names = list(recipes)
-    lines += ["## Quality", "", "| recipe | " + " | ".join(lab for _, lab in BENCH_QUALITY) + " |",
-              "|---" * (len(BENCH_QUALITY) + 1) + "|"]
+    cols = [(k, lab) for k, lab in BENCH_QUALITY  # only what some recipe measured (no all-n/a columns)
+            if any(recipes[n]["quality"].get(k) is not None for n in names)] or BENCH_QUALITY[:1]
+    lines += ["## Quality", "", "| recipe | " + " | ".join(lab for _, lab in cols) + " |",
+              "|---" * (len(cols) + 1) + "|"]
     for name in names:
         q = recipes[name]["quality"]
-        lines.append(f"| {name} | " + " | ".join(fmt(q.get(k)) for k, _ in BENCH_QUALITY) + " |")
+        lines.append(f"| {name} | " + " | ".join(fmt(q.get(k)) for k, _ in cols) + " |")
     lines += ["", "## Speed", "",
               "| recipe | steps | train s | train img/s per stage | edit latency (ms, batch 1) | peak memory (MiB) |",
               "|---|---|---|---|---|---|"]

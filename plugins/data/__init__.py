@@ -33,16 +33,38 @@ def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 
     return FaceData(train=part(ds.train), test=part(~ds.train), num_classes=6, name="synthetic")
 
 
-def prepared(root: str, size: int = 0, include_neutral: bool = True) -> FaceData:
+def prepared(root: str, size: int = 0, include_neutral: bool = True,
+             test_subjects: list[str] | None = None) -> FaceData:
     """Faces written by ``facegan data prepare`` (aligned crops + index.csv), read from the
     cached uint8 store. ``size`` resizes on load when it differs from the prepared size.
     ``include_neutral``: keep the neutral faces the folder holds (``data prepare
-    --neutral-first`` / ``--include-neutral``; they train the neutral code) or leave them out."""
+    --neutral-first`` / ``--include-neutral``; they train the neutral code) or leave them out.
+    ``test_subjects``: hold out these subject names instead of the split ``index.csv`` records,
+    so several identity-disjoint splits of one prepared folder can be trained and compared
+    (``--set 'data.test_subjects=["01","02"]'``) without preparing it again."""
+    import torch
+
     from facegan_kit.data.store import PreparedFaces
+    from facegan_kit.errors import InputError
+
+    everything = PreparedFaces(root, split="all") if test_subjects is not None else None
+    if everything is not None:
+        names = everything.subject_names
+        unknown = sorted(set(map(str, test_subjects)) - set(names))
+        if unknown:
+            raise InputError(f"data.test_subjects: {unknown[:5]} not among the {len(names)} subjects of "
+                             f"{root} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+        held = torch.tensor([names.index(str(n)) for n in test_subjects], dtype=torch.long)
+        is_test = torch.isin(everything.subject, held)
 
     def part(split: str) -> FaceSplit:
-        faces = PreparedFaces(root, split=split)
-        images, expression, subject = faces.images, faces.expression, faces.subject
+        if everything is None:
+            faces = PreparedFaces(root, split=split)
+            images, expression, subject = faces.images, faces.expression, faces.subject
+        else:
+            keep = is_test if split == "test" else ~is_test
+            images, expression, subject = (everything.images[keep], everything.expression[keep],
+                                           everything.subject[keep])
         if not include_neutral:
             keep = expression != NEUTRAL_LABEL
             images, expression, subject = images[keep], expression[keep], subject[keep]
