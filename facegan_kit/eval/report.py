@@ -284,7 +284,7 @@ def plot_bench_losses(logs: dict[str, Path | None], path: Path) -> Path:
             steps, values = loss_series(rows, key)
             if (values == values).any():
                 ax.plot(steps, values, lw=1, color=f"C{i}", label=name)
-        ax.set_title(key, fontsize=9, pad=10)
+        ax.set_title(key, fontsize=9, pad=12)
         ax.set_xlabel("step", fontsize=8)
         if len(data) > 1:
             mark_stages(ax, [(step, "") for step, _ in starts])  # recipes' stages differ: lines, no names

@@ -64,15 +64,15 @@ def loss_keys(rows: list[dict]) -> list[str]:
 
 
 def mark_stages(ax, starts: list[tuple[int, str]]) -> None:
-    """A dotted line where each stage after the first begins, every stage named at the top."""
+    """A dotted line where each stage after the first begins, every stage named just above the
+    plot (inside it, a name would hide the curve)."""
     from matplotlib.transforms import blended_transform_factory
 
     where = blended_transform_factory(ax.transData, ax.transAxes)
     for i, (step, name) in enumerate(starts):
         if i:
             ax.axvline(step, color="grey", ls=":", lw=0.8)
-        ax.text(step, 0.98, f" {name}", transform=where, fontsize=6.5, color="dimgrey", va="top", ha="left",
-                clip_on=True)
+        ax.text(step, 1.005, f" {name}", transform=where, fontsize=6.5, color="dimgrey", va="bottom", ha="left")
 
 
 def plot_losses(log_path: Path, out_png: Path) -> Path | None:
@@ -97,7 +97,7 @@ def plot_losses(log_path: Path, out_png: Path) -> Path | None:
         steps, values = loss_series(rows, key)
         ax.plot(steps, values, lw=1)
         ax.set_xlim(steps.min(), max(steps.max(), steps.min() + 1))  # every panel spans the whole run
-        ax.set_title(key, fontsize=9, pad=10)
+        ax.set_title(key, fontsize=9, pad=12)
         ax.set_xlabel("step", fontsize=8)
         mark_stages(ax, starts)
     for ax in list(axes.flat)[len(keys):]:
