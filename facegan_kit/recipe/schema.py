@@ -56,6 +56,16 @@ class TrainSpec:
       device, so batches are gathered, flipped and scaled there without host copies.
     - ``sync_batchnorm``: with more than one process (torchrun), normalise BatchNorm layers
       over the global batch instead of each process's slice (one all-reduce per BN layer).
+    - ``cuda_graphs``: ``"auto"``, ``"on"`` or ``"off"``: run each stage's whole step (batch
+      gathering and flipping, forward, D and G updates) as one captured CUDA graph, replayed
+      every step, so a small-batch step is not bound by the host launching kernels (see
+      :mod:`facegan_kit.train.graphs`). ``"auto"`` turns it on for a single-process CUDA run with
+      the dataset resident, ``compile = false`` and ``on_nonfinite = "stop"``, and is off (the
+      plain eager step) on the CPU. ``"on"`` insists: where those conditions fail it is an error;
+      on the CPU, which has no graphs, it runs the same capture-ready step (static inputs,
+      batches drawn on the device, losses checked in bulk) without capture, with results
+      bit-identical to ``"off"``. On CUDA a graph run draws its batch permutation on the GPU, so
+      its batches differ from an eager CUDA run's (each run is still a function of the seed).
     """
 
     seed: int = 0
@@ -78,10 +88,12 @@ class TrainSpec:
     sync_every: int = 0
     resident: str = "auto"
     sync_batchnorm: bool = False
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         choices = {"precision": ("auto", "fp32", "bf16"), "channels_last": ("auto", "on", "off"),
-                   "fused_adam": ("auto", "on", "off"), "resident": ("auto", "on", "off")}
+                   "fused_adam": ("auto", "on", "off"), "resident": ("auto", "on", "off"),
+                   "cuda_graphs": ("auto", "on", "off")}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:

@@ -26,8 +26,8 @@ from facegan_kit.recipe import build_dataset, build_losses, build_model, load_re
 from facegan_kit.recipe.schema import Recipe
 from facegan_kit.train.batches import ImageSource, batch_indices, hash_seed, make_batch, stage_steps
 from facegan_kit.train.distributed import DistContext, convert_sync_batchnorm, init_distributed
-from facegan_kit.train.phases import (
-    StagePlan, StepHooks, d_step, forward_phase, g_step, plan_stage, prepare_terms)
+from facegan_kit.train.graphs import GraphStep
+from facegan_kit.train.phases import SPREAD_KEY, StagePlan, StepHooks, plan_stage, prepare_terms, train_on_batch
 from facegan_kit.train.rundir import archive_previous_run
 from facegan_kit.train.speed import apply_backends, apply_to_models, resolve_speed
 from facegan_kit.train.report import JsonlLog, plot_losses, sample_grid
@@ -111,7 +111,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         if spec.sync_batchnorm:
             for slot in list(models.keys()):
                 models[slot] = convert_sync_batchnorm(models[slot], dev)
-    speed = resolve_speed(spec, dev, split.images.numel() * split.images.element_size())
+    speed = resolve_speed(spec, dev, split.images.numel() * split.images.element_size(), distributed=dctx.enabled)
     apply_backends(speed)
     apply_to_models(models, speed)
     if speed.resident:
@@ -134,14 +134,14 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         state.load_weights(r_tensors, str(resume))
         state.stage, state.step_in_stage, state.global_step = r_meta["stage"], r_meta["step_in_stage"], r_meta["global_step"]
         if state.stage < len(plans):
-            state.make_optimizers(plans[state.stage], fused=speed.fused_adam)
+            state.make_optimizers(plans[state.stage], fused=speed.fused_adam, capturable=speed.capture)
             state.load_optimizers(r_tensors, r_meta)
     if dctx.enabled:
         dctx.broadcast_models(models)
         torch.manual_seed(hash_seed(spec.seed, dctx.rank, state.global_step))  # per-rank default RNG
     hooks = StepHooks(
         autocast=speed.autocast,
-        check_finite=speed.sync_every == 1 or spec.on_nonfinite == "skip",
+        check_finite=not speed.cuda_graphs and (speed.sync_every == 1 or spec.on_nonfinite == "skip"),
         reduce_grads=dctx.reduce_grads if dctx.enabled else None,
         any_rank=dctx.any if dctx.enabled else None,
     )
@@ -178,21 +178,24 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
     while state.stage < len(plans):
         plan = plans[state.stage]
         if state.opt_g is None and state.opt_d is None:
-            state.make_optimizers(plan, fused=speed.fused_adam)
+            state.make_optimizers(plan, fused=speed.fused_adam, capturable=speed.capture)
         models.train()
         prepare_terms(plan)  # e.g. build the identity backbone now, not inside the bar's first step
         bar = tqdm(total=plan.total_steps, initial=state.step_in_stage, disable=not (progress and main),
                    file=sys.stderr, desc=f"stage {plan.index + 1}/{len(plans)} {plan.spec.name}", unit="step",
                    dynamic_ncols=True)
         pending.bar = bar
+        stepper = GraphStep(state, plan, split, data.num_classes, spec, speed, hooks, source) \
+            if speed.cuda_graphs else None
         t0, n0 = time.perf_counter(), 0
         while state.step_in_stage < plan.total_steps:
             if budget is not None and done_now >= budget:
                 stopped_early = True
                 break
             state.set_learning_rates(plan)
-            parts = one_step(state, plan, split, data.num_classes, spec, dev, hooks=hooks, shard=dctx.shard,
-                             channels_last=speed.channels_last, source=source)
+            parts = stepper() if stepper is not None else one_step(
+                state, plan, split, data.num_classes, spec, dev, hooks=hooks, shard=dctx.shard,
+                channels_last=speed.channels_last, source=source)
             state.step_in_stage += 1
             state.global_step += 1
             done_now += 1
@@ -221,6 +224,7 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
         state.stage += 1
         state.step_in_stage = 0
         state.opt_g = state.opt_d = None
+        stepper = None  # frees the stage's graph and its memory pool
         last_ckpt = checkpoint()
     finished = state.stage >= len(plans)
     if last_ckpt is None or (not finished and last_ckpt.name != checkpoint_name(state.global_step)):
@@ -237,11 +241,8 @@ def _train(recipe_obj: Recipe, out: Path, dev: torch.device, dctx: DistContext, 
                        finished=finished, seconds=time.perf_counter() - t_start, images_per_second=speeds)
 
 
-#: Logged every step that encodes images: the identity codes' spread over the batch (mean over
-#: code dimensions of the standard deviation over the batch; with several processes, over each
-#: process's rows, averaged).
-SPREAD_KEY = "diag/g_spread"
-#: Below this the codes have collapsed (every image gets the same code): warned about once.
+#: Below this spread (``SPREAD_KEY``) the identity codes have collapsed (every image gets the same
+#: code): warned about once.
 COLLAPSED_SPREAD = 1e-3
 
 
@@ -332,14 +333,7 @@ def one_step(state: TrainState, plan: StagePlan, split, num_classes: int, spec, 
     idx = batch_indices(len(split), plan.spec.batch_size, spec.seed, plan.index, state.step_in_stage)
     batch = make_batch(split, idx, dev, num_classes, spec.flip, state.generator, shard=shard,
                        channels_last=channels_last)
-    ctx = forward_phase(state.models, plan, batch.x, batch.y, state.generator, shard=shard, y_all=batch.y_all,
-                        batch=batch, source=source, hooks=hooks)
-    parts = d_step(ctx, plan, state.opt_d, state.global_step, spec.on_nonfinite, hooks)
-    if state.opt_g is not None:
-        parts.update(g_step(ctx, plan, state.opt_g, state.global_step, spec.on_nonfinite, hooks))
-    if ctx.g_from_encoder and ctx.g.shape[0] > 1:  # read back with the losses; see COLLAPSED_SPREAD
-        parts[SPREAD_KEY] = ctx.g.detach().float().std(0).mean()
-    return parts
+    return train_on_batch(state, plan, batch, spec.on_nonfinite, hooks, shard=shard, source=source)
 
 
 _one_step = one_step

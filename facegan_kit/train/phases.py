@@ -40,6 +40,11 @@ class StepHooks:
 
 PLAIN = StepHooks()
 
+#: Logged every step that encodes images: the identity codes' spread over the batch (mean over
+#: code dimensions of the standard deviation over the batch; with several processes, over each
+#: process's rows, averaged).
+SPREAD_KEY = "diag/g_spread"
+
 
 @dataclass
 class StagePlan:
@@ -191,3 +196,17 @@ def _bad(parts: dict[str, Tensor], step: int, on_nonfinite: str,
         f"loss '{name}' became non-finite at step {step}; the last checkpoint is intact "
         "(lower the learning rate, or set train.on_nonfinite = \"skip\")"
     )
+
+
+def train_on_batch(state, plan: StagePlan, batch, on_nonfinite: str = "stop", hooks: StepHooks | None = None, *,
+                   shard: tuple[int, int] | None = None, source=None) -> dict[str, Tensor]:
+    """Forward, D update, G update of ``state`` (a :class:`~facegan_kit.train.state.TrainState`)
+    on one :class:`~facegan_kit.train.batches.Batch`; returns the losses, still on the device."""
+    ctx = forward_phase(state.models, plan, batch.x, batch.y, state.generator, shard=shard, y_all=batch.y_all,
+                        batch=batch, source=source, hooks=hooks)
+    parts = d_step(ctx, plan, state.opt_d, state.global_step, on_nonfinite, hooks)
+    if state.opt_g is not None:
+        parts.update(g_step(ctx, plan, state.opt_g, state.global_step, on_nonfinite, hooks))
+    if ctx.g_from_encoder and ctx.g.shape[0] > 1:  # read back with the losses (collapse warning)
+        parts[SPREAD_KEY] = ctx.g.detach().float().std(0).mean()
+    return parts

@@ -13,6 +13,8 @@ from typing import ContextManager
 import torch
 from torch import nn
 
+from facegan_kit.errors import FaceganError
+
 #: ``sync_every = 0`` (auto) on CUDA: losses are read back / checked every this many steps.
 AUTO_SYNC_EVERY_CUDA = 20
 #: ``resident = "auto"``: the training images may take at most this share of free device memory.
@@ -31,6 +33,13 @@ class SpeedPlan:
     compile: bool = False
     sync_every: int = 1
     resident: bool = False
+    #: the capture-ready step (:mod:`facegan_kit.train.graphs`); captured only on CUDA
+    cuda_graphs: bool = False
+
+    @property
+    def capture(self) -> bool:
+        """Whether each stage's step is captured as a CUDA graph and replayed."""
+        return self.cuda_graphs and self.device.type == "cuda"
 
     @property
     def precision(self) -> str:
@@ -45,7 +54,8 @@ class SpeedPlan:
     def describe(self) -> dict:
         return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
                 "fused_adam": self.fused_adam, "cudnn_benchmark": self.cudnn_benchmark, "compile": self.compile,
-                "sync_every": self.sync_every, "resident": self.resident}
+                "sync_every": self.sync_every, "resident": self.resident,
+                "cuda_graphs": self.cuda_graphs}
 
 
 def eager_fp32(device: torch.device) -> SpeedPlan:
@@ -53,10 +63,11 @@ def eager_fp32(device: torch.device) -> SpeedPlan:
     return SpeedPlan(device=torch.device(device))
 
 
-def resolve_speed(spec, device: torch.device, data_bytes: int = 0) -> SpeedPlan:
+def resolve_speed(spec, device: torch.device, data_bytes: int = 0, distributed: bool = False) -> SpeedPlan:
     """Turn a :class:`TrainSpec`'s speed options into a :class:`SpeedPlan` for ``device``.
 
-    ``data_bytes``: size of the training images, for ``resident = "auto"``.
+    ``data_bytes``: size of the training images, for ``resident = "auto"``; ``distributed``:
+    whether several processes train together (no CUDA graphs then).
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -69,6 +80,7 @@ def resolve_speed(spec, device: torch.device, data_bytes: int = 0) -> SpeedPlan:
     else:
         amp = None
     sync_every = spec.sync_every or (AUTO_SYNC_EVERY_CUDA if cuda else 1)
+    resident = tri(spec.resident, cuda and _fits_on_device(device, data_bytes))
     return SpeedPlan(
         device=device,
         amp_dtype=amp,
@@ -77,8 +89,28 @@ def resolve_speed(spec, device: torch.device, data_bytes: int = 0) -> SpeedPlan:
         cudnn_benchmark=bool(spec.cudnn_benchmark) and cuda,
         compile=bool(spec.compile),
         sync_every=int(sync_every),
-        resident=tri(spec.resident, cuda and _fits_on_device(device, data_bytes)),
+        resident=resident,
+        cuda_graphs=_graphs_choice(spec, cuda, resident or not cuda, distributed),
     )
+
+
+def _graphs_choice(spec, cuda: bool, data_on_device: bool, distributed: bool) -> bool:
+    """``cuda_graphs`` resolved: ``"auto"`` only where a captured step can work and pays off
+    (CUDA); ``"on"`` where it cannot is an error naming what stands in the way."""
+    value = getattr(spec, "cuda_graphs", "off")
+    if value == "off" or (value == "auto" and not cuda):
+        return False
+    blockers = [why for bad, why in (
+        (distributed, "more than one process"),
+        (not data_on_device, "the dataset is not resident on the device (train.resident, or too big for auto)"),
+        (bool(spec.compile), "train.compile = true"),
+        (spec.on_nonfinite == "skip", 'train.on_nonfinite = "skip" (it decides on the host before each update)'),
+    ) if bad]
+    if not blockers:
+        return True
+    if value == "on":
+        raise FaceganError(f'train.cuda_graphs = "on" cannot work with {"; ".join(blockers)} (use "auto" or "off")')
+    return False
 
 
 def _fits_on_device(device: torch.device, nbytes: int) -> bool:

@@ -28,12 +28,15 @@ class TrainState:
     opt_d: torch.optim.Optimizer | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
-    def make_optimizers(self, plan: StagePlan, fused: bool = False) -> None:
-        """Fresh Adam optimisers for a stage (as the official code starts each stage)."""
+    def make_optimizers(self, plan: StagePlan, fused: bool = False, capturable: bool = False) -> None:
+        """Fresh Adam optimisers for a stage (as the official code starts each stage);
+        ``capturable``: step counts on the device, so ``step()`` can be captured in a CUDA graph."""
         spec = plan.spec
         kw: dict[str, Any] = {"betas": tuple(spec.betas)}
         if fused:
             kw["fused"] = True
+        if capturable:
+            kw["capturable"] = True
         g_params = [p for s in plan.g_slots for p in self.models[s].parameters() if p.requires_grad]
         d_params = [p for s in plan.d_slots for p in self.models[s].parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(g_params, lr=spec.lr, **kw) if g_params else None
@@ -51,7 +54,10 @@ class TrainState:
         for opt, base in ((self.opt_g, spec.lr), (self.opt_d, spec.d_lr or spec.lr)):
             if opt is not None:
                 for group in opt.param_groups:
-                    group["lr"] = base * scale
+                    if torch.is_tensor(group["lr"]):  # a captured step reads it from the device
+                        group["lr"].fill_(base * scale)
+                    else:
+                        group["lr"] = base * scale
 
     def save(self, path: Path, recipe_raw: dict, **meta: Any) -> Path:
         tensors: dict[str, torch.Tensor] = {}
@@ -62,6 +68,9 @@ class TrainState:
         for name, opt in (("g", self.opt_g), ("d", self.opt_d)):
             if opt is not None:
                 t, m = optimizer_tensors(f"optim/{name}", opt)
+                for group in m["param_groups"]:  # a device lr (captured steps) is stored as a number
+                    if torch.is_tensor(group.get("lr")):
+                        group["lr"] = float(group["lr"])
                 tensors.update(t)
                 optim_meta[name] = m
         tensors["rng/generator"] = self.generator.get_state()
@@ -87,11 +96,22 @@ class TrainState:
         for name, opt in (("g", self.opt_g), ("d", self.opt_d)):
             m = meta.get("optim", {}).get(name)
             if opt is not None and m is not None:
-                load_optimizer(f"optim/{name}", opt, tensors, m)
+                load_optimizer(f"optim/{name}", opt, tensors, _as_built(opt, m))
         if "rng/generator" in tensors:
             self.generator.set_state(tensors["rng/generator"])
         if "rng/torch_cpu" in tensors:
             torch.set_rng_state(tensors["rng/torch_cpu"])
+
+
+def _as_built(opt: torch.optim.Optimizer, meta: dict) -> dict:
+    """Saved optimiser hyper-parameters with this run's ``capturable`` flag: a checkpoint of a
+    CUDA-graph run resumes in an eager (or CPU) run and the other way round, the step counts
+    landing where this run's optimiser keeps them."""
+    saved = meta.get("param_groups", [])
+    if len(saved) != len(opt.param_groups):
+        return meta  # load_optimizer reports the mismatch
+    groups = [{**g, "capturable": now.get("capturable", False)} for g, now in zip(saved, opt.param_groups)]
+    return {**meta, "param_groups": groups}
 
 
 def load_model_weights(models: nn.ModuleDict, tensors: dict[str, torch.Tensor], source: str) -> None:

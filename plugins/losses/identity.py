@@ -169,6 +169,20 @@ class IdentityLoss(nn.Module):
         with torch.no_grad():
             return [f.detach() for f in self._features(x)]
 
+    def fill_cache(self, source: Any, device: torch.device) -> bool:
+        """Compute the features of every image of ``source`` now (both flips); True when they
+        fit the budget. Afterwards a lookup with indices on the cache's device never waits for
+        the device, so the step can be captured as a CUDA graph."""
+        cache = self._cache_for(source, torch.device(device)) if self.cache_real else None
+        if cache is None:
+            return False
+        for chunk in range(len(cache.filled)):
+            if not cache.filled[chunk]:
+                cache._fill(chunk)
+                if cache.disabled:
+                    return False
+        return True
+
     def _cache_for(self, source: Any, device: torch.device) -> "_RealFeatureCache | None":
         cache = self._cache
         if cache is None or cache.source is not source or cache.device != device:
@@ -206,7 +220,18 @@ class _RealFeatureCache:
         self.computed = 0  # images pushed through the backbone (both flips count), for benchmarks
 
     def lookup(self, index: Tensor, flip: Tensor | None) -> list[Tensor] | None:
-        index = torch.as_tensor(index).to("cpu", torch.long)
+        index = torch.as_tensor(index)
+        if self.store is not None and index.device == self.device and bool(self.filled.all()):
+            rows = index.long()  # filled and on the device: no host round trip (a captured step)
+        else:
+            rows = self._ensure(index.to("cpu", torch.long))
+            if rows is None:
+                return None
+        col = torch.zeros_like(rows) if flip is None else flip.to(self.device).long().reshape(-1)
+        return [s[rows, col] for s in self.store]
+
+    def _ensure(self, index: Tensor) -> Tensor | None:
+        """Fill the chunks of ``index`` (CPU); its rows on the cache's device, or None."""
         if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= self.n:
             return None
         for chunk in torch.unique(index // self.CHUNK).tolist():
@@ -214,9 +239,7 @@ class _RealFeatureCache:
                 self._fill(chunk)
                 if self.disabled:
                     return None
-        rows = index.to(self.device, non_blocking=True)
-        col = torch.zeros_like(rows) if flip is None else flip.to(self.device).long().reshape(-1)
-        return [s[rows, col] for s in self.store]
+        return index.to(self.device, non_blocking=True)
 
     def _fill(self, chunk: int) -> None:
         ids = torch.arange(chunk * self.CHUNK, min((chunk + 1) * self.CHUNK, self.n))
