@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run, for a short-lived GPU machine (about 8 minutes on an
-# H100; prepare what it needs with benchmarks/prepare_gpu_carry.sh, whose header has the command):
-#   1. the CUDA tests (tests/train/test_cuda.py: auto speed options, CPU/GPU edit parity, fp32 resume);
-#   2. benchmarks/train_step.py: images/s of each stage, optimised vs eager fp32, batch 48 and 256;
-#   3. the recipe's whole three-stage schedule, end to end, timed (`facegan train`; about 5.5 min
-#      for recipes/exprgan.toml on an H100);
-#   4. oracle quality of that model on 8 test and 8 training subjects (what `facegan eval` reports);
-#   5. with COMPILE=1: train_step.py for the last stage with torch.compile (no gain measured on an
+# Every GPU check of the project in one run, for a short-lived GPU machine, within BUDGET seconds
+# (default 540: 9 minutes; prepare what it needs with benchmarks/prepare_gpu_carry.sh, whose header
+# has the command):
+#   1. the CUDA tests (-m gpu of tests/train/test_cuda.py: auto speed options, CPU/GPU edit parity,
+#      fp32 resume; of tests/train/test_graphs.py: replayed CUDA-graph steps track the eager step,
+#      a graph run resumes on its curve);
+#   2. benchmarks/train_step.py for the last stage (BENCH_STAGES), batch 48 and 256: images/s of
+#      eager fp32, the optimised eager step and CUDA graphs, side by side in one run;
+#   3. benchmarks/step_profile.py: that stage's device time by component (G, D, identity network
+#      forward and backward, optimiser, copies) at the same batches, appended to train_step.md;
+#   4. the recipe's whole three-stage schedule, end to end, timed, capture and warm-up included
+#      (`facegan train`, train.cuda_graphs = "auto": on);
+#   5. oracle quality of that model on 8 test and 8 training subjects (what `facegan eval` reports);
+#   6. with COMPILE=1: train_step.py for the last stage with torch.compile (no gain measured on an
 #      H100 at batch 48, and minutes of compilation).
-# Each part has its own time limit and the script goes on when one fails; everything lands in $OUT
-# (log.txt, train_step.{json,md}, run.json, log.jsonl, samples.png, quality.json,
-# train_step_compile.json) -- eight files at most, what a lent machine hands back.
+# Each part has its own time limit, cut to what is left of BUDGET, and the script goes on when one
+# fails (its exit status says whether all passed); everything lands in $OUT (log.txt,
+# train_step.{json,md}, decoder_speed.md, run.json, log.jsonl, samples.png, quality.json) -- eight
+# files at most, what a lent machine hands back (COMPILE=1 adds train_step_compile.json: set
+# COPY_LOG=0 then).
 #
 #   OUT=runs/gpu bash benchmarks/gpu_checks.sh
 #   PARTS="train quality" OUT=runs/gpu bash benchmarks/gpu_checks.sh   # only parts 3 and 4
@@ -18,17 +26,24 @@
 #   PARTS="train quality" COPY_LOG=0 OUT=$OUT/a RUN=/tmp/a bash benchmarks/gpu_checks.sh &
 #   PARTS="train quality" COPY_LOG=0 OUT=$OUT/b RUN=/tmp/b TRAIN_SET="--set data.include_neutral=true" \
 #       bash benchmarks/gpu_checks.sh & wait
-#   # plumbing check on a CPU, in about a minute:
-#   OUT=/tmp/gc RECIPE=tests/fixtures/tiny.toml BATCHES=8 DEVICE=cpu bash benchmarks/gpu_checks.sh
+#   # plumbing check on a CPU, in about two minutes (the tiny test recipe, batch 8 and 16; the
+#   # oracles the test suite trained, else the quality part trains them first, past its limit):
+#   OUT=/tmp/gc DEVICE=cpu FACEGAN_CACHE=$PWD/.cache/facegan-tests bash benchmarks/gpu_checks.sh
 set -u
+DEVICE=${DEVICE:-cuda}
+if [ "$DEVICE" = cpu ]; then   # a dry run: the same parts on the tiny recipe
+    RECIPE=${RECIPE:-tests/fixtures/tiny.toml}
+    BATCHES=${BATCHES:-8 16}
+fi
 OUT=${OUT:-runs/gpu-checks}
 RECIPE=${RECIPE:-recipes/exprgan.toml}
 BATCHES=${BATCHES:-48 256}
-DEVICE=${DEVICE:-cuda}
+BUDGET=${BUDGET:-540}           # seconds for the whole script; each part's limit is cut to what is left
 RUN=${RUN:-/tmp/gpu-checks-run}
 LAST_STAGE=${LAST_STAGE:-refining}
 FACEGAN=${FACEGAN:-facegan}   # or "python3 -m facegan_kit"
-PARTS=${PARTS:-tests bench train quality}   # which parts run (COMPILE=1 adds the compile one)
+PARTS=${PARTS:-tests bench profile train quality}   # which parts run (COMPILE=1 adds the compile one)
+BENCH_STAGES=${BENCH_STAGES:-$LAST_STAGE}           # stages train_step.py measures ("" = all)
 TRAIN_LIMIT=${TRAIN_LIMIT:-420}
 QUALITY_LIMIT=${QUALITY_LIMIT:-150}
 TRAIN_SET=${TRAIN_SET:-}        # extra "--set key=value ..." for the training run (a variant)
@@ -37,13 +52,24 @@ mkdir -p "$OUT"
 LOG=$OUT/log.txt
 export PYTHONUNBUFFERED=1
 
-part() { echo "== $1 ($(date -u +%T))" | tee -a "$LOG"; }
-# limit SECONDS CMD...: run with a time limit, output to the log, note the exit status and the time.
+CURRENT=""
+FAILED=""
+part() { CURRENT=$1; echo "== $1 ($(date -u +%T), $((BUDGET - SECONDS)) s of the budget left)" | tee -a "$LOG"; }
+# limit SECONDS CMD...: run with a time limit (cut to what is left of BUDGET), output to the log,
+# note the exit status and the time; a failed or skipped part is named in the final line.
 limit() {
-    local t=$1 t0=$SECONDS
+    local t=$1 t0=$SECONDS left=$((BUDGET - SECONDS))
     shift
+    [ "$t" -gt "$left" ] && t=$left
+    if [ "$t" -lt 5 ]; then
+        echo "-- skipped: the budget of $BUDGET s is spent" | tee -a "$LOG"
+        FAILED="$FAILED [$CURRENT: skipped]"
+        return
+    fi
     timeout "$t" "$@" 2>&1 | tee -a "$LOG"
-    echo "-- rc=${PIPESTATUS[0]} in $((SECONDS - t0)) s" | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    echo "-- rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+    [ "$rc" = 0 ] || FAILED="$FAILED [$CURRENT: rc=$rc]"
 }
 
 part "device"
@@ -56,26 +82,39 @@ want() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests && [ "$DEVICE" = cuda ]; then
     part "CUDA tests"
-    limit 120 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py
+    limit 150 python3 -m pytest -q -s -p no:cacheprovider -m gpu tests/train/test_cuda.py tests/train/test_graphs.py
+elif want tests; then
+    part "CPU tests of the capture-ready step (the CUDA ones need a GPU)"
+    limit 150 python3 -m pytest -q -p no:cacheprovider -m "not gpu" tests/train/test_graphs.py
 fi
 
 if want bench; then
-    part "train_step.py: optimised vs eager fp32"
-    # shellcheck disable=SC2086  # BATCHES is a list
+    part "train_step.py: eager fp32 vs optimised vs CUDA graphs"
+    # shellcheck disable=SC2086  # BATCHES and BENCH_STAGES are lists
     limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
-        --json "$OUT/train_step.json" --md "$OUT/train_step.md"
+        ${BENCH_STAGES:+--stages $BENCH_STAGES} --json "$OUT/train_step.json" --md "$OUT/train_step.md"
+fi
+
+if want profile; then
+    part "step_profile.py: $LAST_STAGE device time by component"
+    # shellcheck disable=SC2086
+    limit 90 python3 benchmarks/step_profile.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
+        --stage "$LAST_STAGE" --md "$OUT/train_step.md"
 fi
 
 if want bench; then
     part "decoder_speed.py: exprgan-decoder vs the official layer order"
-    limit 60 python3 benchmarks/decoder_speed.py --recipe "$RECIPE" --device "$DEVICE" | tee "$OUT/decoder_speed.md"
+    limit 60 bash -c 'set -o pipefail; python3 benchmarks/decoder_speed.py --recipe "$1" --device "$2" | tee "$3"' \
+        _ "$RECIPE" "$DEVICE" "$OUT/decoder_speed.md"
 fi
 
 if want train; then
     part "the whole schedule: facegan train $RECIPE"
     rm -rf "$RUN"
+    t=$TRAIN_LIMIT
+    want quality && [ $((BUDGET - SECONDS - 60)) -lt "$t" ] && t=$((BUDGET - SECONDS - 60))  # leave quality a minute
     # shellcheck disable=SC2086  # TRAIN_SET is a list of options
-    limit "$TRAIN_LIMIT" $FACEGAN train "$RECIPE" --out "$RUN" --device "$DEVICE" --quiet $TRAIN_SET
+    limit "$t" $FACEGAN train "$RECIPE" --out "$RUN" --device "$DEVICE" --quiet $TRAIN_SET
     cp "$RUN/run.json" "$OUT/" 2>/dev/null
     [ "$COPY_LOG" = 1 ] && cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null
     last_png=$(ls "$RUN"/samples/stage-*.png 2>/dev/null | tail -1)
@@ -116,4 +155,9 @@ if [ "${COMPILE:-0}" = 1 ]; then
     limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
         --stages "$LAST_STAGE" --opt train.compile=true --json "$OUT/train_step_compile.json"
 fi
-part "done"
+if [ -z "$FAILED" ]; then
+    part "done: every part passed"
+else
+    part "done: FAILED$FAILED"
+    exit 1
+fi

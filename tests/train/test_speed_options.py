@@ -222,7 +222,10 @@ def test_train_step_benchmark_smoke(tmp_path):
     rows = bench.main(["--recipe", str(TINY), "--batch", "4", "--steps", "1", "--warmup", "1", "--repeats", "1",
                        "--stages", "refining", "--device", "cpu", "--opt", 'train.precision="bf16"',
                        "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md")])
-    assert {r["mode"] for r in rows} == {"eager-fp32", "optimised"}
+    assert [r["mode"] for r in rows] == ["eager-fp32", "optimised", "graphs"]
     assert all(r["images_per_s"] > 0 for r in rows)
-    assert "| refining | 4 |" in (tmp_path / "b.md").read_text()
-    assert json.loads((tmp_path / "b.json").read_text())["rows"][1]["settings"]["precision"] == "bf16"
+    md = (tmp_path / "b.md").read_text()
+    assert "| refining | 4 |" in md and "| CUDA graphs img/s | graphs / eager |" in md
+    settings = [r["settings"] for r in json.loads((tmp_path / "b.json").read_text())["rows"]]
+    assert [s["precision"] for s in settings] == ["fp32", "bf16", "bf16"]
+    assert [s["cuda_graphs"] for s in settings] == [False, False, True]  # the CPU runs the capture-ready step
