@@ -33,7 +33,8 @@ def expression_index(name: str) -> int | None:
 
 
 #: How to get a model that edits photos, named wherever a synthetic-face model meets a photo.
-REAL_PHOTO_HOWTO = ("to edit real photos, train on real faces: `facegan data prepare PHOTOS/ faces/`, then "
+REAL_PHOTO_HOWTO = ("to edit real photos, train on labelled real faces: `facegan data prepare PHOTOS/ faces/ "
+                    "--layout folder` (--help lists the layouts), then "
                     "`facegan train recipes/exprgan-real-quick.toml --set data.root=faces/ --out runs/real`")
 
 
