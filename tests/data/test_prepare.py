@@ -107,7 +107,7 @@ def test_folder_and_csv(tmp_path):
 
 
 def test_unknown_layout_lists_known(tmp_path):
-    with pytest.raises(InputError, match="known layouts: oulu-casia, ckplus, jaffe, folder, csv"):
+    with pytest.raises(InputError, match="known layouts: oulu-casia, ckplus, jaffe, folder, regex, csv"):
         parse_layout(tmp_path, "affectnet")
 
 
