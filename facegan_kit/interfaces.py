@@ -7,10 +7,10 @@ Every component is an ``nn.Module`` built by its registered factory from a recip
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @runtime_checkable
@@ -100,12 +100,96 @@ class Backbone(Protocol):
     def embed(self, x: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
+class StepContext(Protocol):
+    """What a loss term may read during one training step (the trainer builds it).
+
+    Attributes:
+        models: slot name -> module (``encoder``, ``decoder``, ``controller``, ``d_img``, ``q``,
+            ``d_z``; absent slots are missing keys).
+        x: real images ``(N,3,S,S)`` in ``[-1,1]``.
+        y: one-hot labels ``(N,K)``.
+        g: identity code ``(N,Z)`` fed to the decoder (encoder output or prior noise).
+        g_from_encoder: whether ``g`` came from the encoder (a stage may decode prior noise).
+        c: expression code ``(N,C)`` fed to the decoder.
+        x_hat: decoded images ``(N,3,S,S)``.
+        z_prior: a sample of the identity prior ``(N,Z)`` for D_z.
+        stage: the stage name.
+        step_cache: kept across the D and G phases of one step (an extra decoder pass both reuse).
+        sample_index, sample_flip, sample_source: dataset indices ``(N,)``, horizontal-flip mask
+            ``(N,)`` and the unflipped image source of the batch, or ``None``; they let features
+            of real images be cached per (image, flip).
+    """
+
+    models: dict[str, nn.Module]
+    x: Tensor
+    y: Tensor
+    g: Tensor
+    g_from_encoder: bool
+    c: Tensor
+    x_hat: Tensor
+    z_prior: Tensor
+    stage: str
+    step_cache: dict[str, Any]
+    sample_index: Tensor | None
+    sample_flip: Tensor | None
+    sample_source: Any
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` computed once per phase under ``key`` (one forward shared by several terms)."""
+        ...
+
+    def d_img_fake(self, detach: bool) -> tuple[Tensor, Tensor]:
+        """``d_img(x_hat, y)`` -> (logit, features), memoised; ``detach`` cuts the graph into G."""
+        ...
+
+    def d_img_real(self) -> tuple[Tensor, Tensor]:
+        """``d_img(x, y)`` -> (logit, features), memoised."""
+        ...
+
+
 class Loss(Protocol):
     """A training term. ``g_loss(ctx) -> scalar`` for the generator side; adversarial terms also
-    have ``d_loss(ctx) -> scalar`` for the discriminator side. ``ctx`` is a
-    :class:`facegan_kit.train.context.StepContext` (images, labels, codes, outputs, models)."""
+    have ``d_loss(ctx) -> scalar`` for the discriminator side (detach ``x_hat``/``g`` there).
+    ``ctx`` is a :class:`StepContext`."""
 
-    def g_loss(self, ctx: Any) -> Tensor: ...
+    def g_loss(self, ctx: StepContext) -> Tensor: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A measurement ``facegan eval`` adds to its report (registry kind ``metric``).
+
+    ``__call__(ctx: MetricContext) -> dict[str, float | None]``: named values, stored in
+    ``metrics.json`` under ``metrics.<registered name>`` and listed in ``report.md``.
+    """
+
+    def __call__(self, ctx: "MetricContext") -> dict[str, float | None]: ...
+
+
+@runtime_checkable
+class MetricContext(Protocol):
+    """What a :class:`Metric` may read: the evaluated faces and the model's edits of them.
+
+    Attributes:
+        editor: the loaded model (``encode``, ``decode``, ``controller``, ``image_size``, ``device``).
+        x: the evaluated real faces ``(N,3,S,S)`` in ``[-1,1]``.
+        labels: their expression labels ``(N,)`` (int64, ``0..K-1``).
+        subject: their subject ids ``(N,)``.
+        recon: each face decoded with its own label's code ``(N,3,S,S)``.
+        edits: each face re-rendered with every expression at full intensity ``(K,N,3,S,S)``.
+        neutral: each face decoded with the neutral code ``(N,3,S,S)``.
+        results: the suite's own results so far (read-only by convention).
+    """
+
+    editor: Any
+    x: Tensor
+    labels: Tensor
+    subject: Tensor
+    recon: Tensor
+    edits: Tensor
+    neutral: Tensor
+    results: dict[str, Any]
 
 
 def check_shape(name: str, t: Tensor, shape: tuple[int | None, ...]) -> Tensor:
@@ -117,3 +201,13 @@ def check_shape(name: str, t: Tensor, shape: tuple[int | None, ...]) -> Tensor:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ShapeError(f"{name} returned shape {tuple(t.shape)}, expected {want}")
     return t
+
+
+def bce_logits(logit: Tensor, target: float) -> Tensor:
+    """Sigmoid cross-entropy of ``logit`` against a constant ``target`` (the official ExprGAN
+    code's adversarial loss): ``bce_logits(d_real, 1.0) + bce_logits(d_fake, 0.0)``.
+
+    Shape:
+        - Input: any ``logit`` shape; Output: scalar (the mean).
+    """
+    return nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target))

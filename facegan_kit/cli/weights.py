@@ -22,8 +22,9 @@ def weights_group():
 @weights_group.command("convert")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["vggface", "facenet"]), default="vggface", show_default=True,
-              help="Which backbone the weights are for.")
+@click.option("--kind", default="vggface", show_default=True,
+              help="Which backbone the weights are for: a registered backbone that reads weights files "
+                   "(built-in: vggface, facenet).")
 @overwrite_option
 def convert_cmd(src, dst, kind, overwrite):
     """Convert SRC (.pth/.pt state dict, MatConvNet .mat, or safetensors) to DST (safetensors).
@@ -41,14 +42,27 @@ def convert_cmd(src, dst, kind, overwrite):
     from facegan_kit.outputs import check_new_files
     from facegan_kit.weights import convert
 
+    read = weights_reader(kind)
     check_outputs([dst], [src])
     check_new_files([dst], overwrite)
-    out = convert(src, dst, kind=kind)
+    out = convert(src, dst, read, kind)
     from safetensors import safe_open
 
     with safe_open(str(out), "pt") as fh:
         n = len(list(fh.keys()))
     click.echo(f"wrote {out} ({kind}, {n} tensors)")
+
+
+def weights_reader(kind: str):
+    """The ``read_weights`` of backbone ``kind``: the backbone's plugin knows its file formats."""
+    from facegan_kit.errors import InputError
+    from facegan_kit.pm import default_registry
+
+    registry = default_registry()
+    readable = [n for n in registry.names("backbone") if callable(getattr(registry.get("backbone", n), "read_weights", None))]
+    if kind not in readable:
+        raise InputError(f"unknown weights kind '{kind}' (known: {', '.join(readable) or 'none'})")
+    return registry.get("backbone", kind).read_weights
 
 
 @click.command("embed")

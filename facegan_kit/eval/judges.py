@@ -16,7 +16,6 @@ Images are ``(N, 3, S, S)`` RGB tensors (or arrays) in [-1, 1] throughout.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Mapping, Optional, Sequence, Union
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from facegan_kit import EXPRESSIONS, NEUTRAL
+from facegan_kit.data.io import to_uint8
 from facegan_kit.errors import InputError
 from facegan_kit.eval.fer_net import FER_CLASSES, FerNet
 
@@ -91,11 +91,12 @@ class ExpressionJudge:
 
 # --------------------------------------------------------------------------- identity
 def _dlib_model_dir() -> str:
-    # face_recognition_models' __init__ imports pkg_resources; locate files without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
+    from facegan_kit.weights import dlib_model_file
+
+    path = dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")
+    if path is None:
         raise FileNotFoundError("the 'face_recognition_models' package is not installed")
-    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+    return str(path.parent)
 
 
 class IdentityJudge:
@@ -128,7 +129,7 @@ class IdentityJudge:
         if t.shape[-2:] != (self.CHIP_SIZE, self.CHIP_SIZE):
             t = F.interpolate(t, size=(self.CHIP_SIZE, self.CHIP_SIZE), mode="bilinear",
                               align_corners=False, antialias=True)
-        u8 = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        u8 = to_uint8(t)
         return [np.ascontiguousarray(c) for c in u8]
 
     def embed(self, x: ArrayLike) -> np.ndarray:

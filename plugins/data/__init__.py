@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from facegan_kit import hookimpl
-from facegan_kit.data.base import FaceData, FaceSplit
-from facegan_kit.data.layouts import NEUTRAL_LABEL
+from facegan_kit.data import NEUTRAL_LABEL, FaceData, FaceSplit
 
 
 def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 0,
@@ -19,7 +18,7 @@ def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 
     all-negative expression code, the edit-time neutral (README, "Neutral and intensity levels").
     ``neutral_frames``: how many neutral faces per subject instead (``0``: ``frames``).
     """
-    from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
+    from facegan_kit.data import SyntheticConfig, make_dataset
 
     ds = make_dataset(SyntheticConfig(subjects=subjects, size=size, frames=frames, seed=seed,
                                       test_subjects=test_subjects or None, background=background,
@@ -44,8 +43,8 @@ def prepared(root: str, size: int = 0, include_neutral: bool = True,
     (``--set 'data.test_subjects=["01","02"]'``) without preparing it again."""
     import torch
 
-    from facegan_kit.data.store import PreparedFaces
-    from facegan_kit.errors import InputError
+    from facegan_kit import InputError
+    from facegan_kit.data import PreparedFaces
 
     everything = PreparedFaces(root, split="all") if test_subjects is not None else None
     if everything is not None:

@@ -16,7 +16,6 @@ too. Weights come from :mod:`dlib_format` and are cached as safetensors in
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -26,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facegan_kit.cache import cache_dir
-from facegan_kit.errors import FaceganError, InputError
+from facegan_kit import FaceganError, InputError, cache_dir, dlib_model_file
 from facegan_plugins.identity.frozen import FrozenBackbone
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -37,14 +35,8 @@ STAGE_NAMES = ("level4", "level3", "level2", "level1", "level0")
 
 
 def default_model_path() -> Path | None:
-    """Where ``face_recognition_models`` keeps the .dat file (without importing the package,
-    whose ``__init__`` needs ``pkg_resources``)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / "models" / MODEL_FILE
-        if path.is_file():
-            return path
-    return None
+    """Where ``face_recognition_models`` keeps the .dat file (``None`` when not installed)."""
+    return dlib_model_file(MODEL_FILE)
 
 
 # -- conversion -------------------------------------------------------------------------------

@@ -9,16 +9,30 @@ embedding. Weights: a facenet-pytorch state dict (``.pt``/``.pth``, read with
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from facegan_kit.errors import FaceganError, InputError
-from facegan_kit.weights import load_converted
+from facegan_kit import FaceganError, InputError, load_converted, read_state_dict
 from facegan_plugins.identity.frozen import FrozenBackbone
 
 FEATURE_BLOCKS = ("conv2d_4b", "repeat_1", "repeat_2", "repeat_3")
 _ORDER = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
           "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8")
+
+HOW = ("use a facenet-pytorch InceptionResnetV1 state dict you have "
+       "(e.g. 20180402-114759-vggface2.pt) or its safetensors")
+
+
+def read_facenet_weights(src: str | Path) -> dict[str, Tensor]:
+    """A facenet-pytorch ``InceptionResnetV1`` state dict (.pt/.pth or safetensors), checked."""
+    sd = read_state_dict(src)
+    need = ("conv2d_1a.conv.weight", "repeat_1.0.conv2d.weight", "last_linear.weight", "last_bn.running_var")
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise InputError(f"{src}: missing {missing[0]} (not facenet-pytorch InceptionResnetV1 weights?)")
+    return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
 class FaceNet(FrozenBackbone):
@@ -27,6 +41,8 @@ class FaceNet(FrozenBackbone):
     embed_dim = 512
 
     name = "facenet"
+    #: what ``facegan weights convert --kind facenet`` reads (.pt/.pth or safetensors)
+    read_weights = staticmethod(read_facenet_weights)
 
     def __init__(self, weights: str | None = None, input_size: int = 160,
                  layers: tuple[str, ...] | list[str] = FEATURE_BLOCKS) -> None:
@@ -36,7 +52,7 @@ class FaceNet(FrozenBackbone):
         except ImportError:
             raise FaceganError("facenet: facenet-pytorch is not installed "
                                "(pip install 'facegan-kit[faces]')") from None
-        sd = load_converted(weights, "facenet", "facenet")
+        sd = load_converted(weights, "facenet", read_facenet_weights, HOW)
         unknown = [n for n in layers if n not in _ORDER]
         if unknown or not layers:
             raise InputError(f"facenet: unknown feature block '{unknown[0] if unknown else ''}' "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from facegan_kit.errors import InputError
+from facegan_kit import InputError
 
 
 class FrozenBackbone(nn.Module):

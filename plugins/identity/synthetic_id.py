@@ -15,7 +15,7 @@ The json holds its report: identification of ``heldout_subjects`` people it neve
 nearest mean embedding among 8 (the evaluation protocol's gallery size) and among all.
 
 It is *not* the oracle that scores identity in ``facegan eval``: that one regresses the
-renderer's true attributes from faces of yet other subjects (``facegan_kit.data.oracles``);
+renderer's true attributes from faces of yet other subjects (``facegan_kit.eval.oracles``);
 this one only ever saw subject labels, as a real face-recognition network does.
 """
 from __future__ import annotations
@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facegan_kit.cache import cache_dir, file_lock
-from facegan_kit.errors import InputError
+from facegan_kit import InputError, cache_dir, file_lock
 from facegan_plugins.identity.frozen import FrozenBackbone
 
 __all__ = ["SyntheticId", "SyntheticIdConfig", "heldout_identification", "train_synthetic_id"]
@@ -134,7 +133,7 @@ class SyntheticId(FrozenBackbone):
 
 
 def _key(cfg: SyntheticIdConfig) -> str:
-    from facegan_kit.data.synthetic import RENDER_VERSION
+    from facegan_kit.data import RENDER_VERSION
 
     blob = json.dumps({"cfg": dataclasses.asdict(cfg), "render": RENDER_VERSION, "v": VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -170,7 +169,7 @@ def _augment(x: Tensor, g: torch.Generator) -> Tensor:
 
 def train_synthetic_id(cfg: SyntheticIdConfig = SyntheticIdConfig(), log=None) -> SyntheticId:
     """Render its faces, train subject classification, report held-out identification."""
-    from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
+    from facegan_kit.data import SyntheticConfig, make_dataset
 
     log = log or (lambda msg: print(f"[synthetic-id] {msg}", file=sys.stderr, flush=True))
     t0 = time.time()

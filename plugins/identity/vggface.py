@@ -6,7 +6,7 @@ returns conv1_2, conv2_2, conv3_2, conv4_2, conv5_2 taken *before* their ReLU (a
 ExprGAN code does). ``embed`` is the L2-normalised fc7 activation (4096-d) when the weights
 hold the fc layers, otherwise the L2-normalised global average of pool5.
 
-Weights come from a user file converted once with :func:`facegan_kit.weights.convert`
+Weights come from a user file converted once with ``facegan weights convert``
 (``facegan weights convert vgg_face_dag.pth vggface.safetensors``); nothing is downloaded.
 Layer widths are taken from the file (the real VGG-Face: 64..512).
 """
@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facegan_kit.errors import InputError
-from facegan_kit.weights import VGG_CONVS, load_converted
+from facegan_kit import InputError, load_converted
 from facegan_plugins.identity.frozen import FrozenBackbone
+from facegan_plugins.identity.vggface_weights import VGG_CONVS, read_vggface_weights
 
 VGG_MEAN_RGB = (129.1863, 104.7624, 93.5940)
 FEATURE_LAYERS = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
+HOW = "convert VGG-Face weights once with `facegan weights convert vgg_face_dag.pth vggface.safetensors`"
 
 
 class VggFace(FrozenBackbone):
@@ -30,11 +31,13 @@ class VggFace(FrozenBackbone):
     ``layers``: which pre-ReLU conv outputs ``features`` returns."""
 
     name = "vggface"
+    #: what ``facegan weights convert --kind vggface`` reads (.pth, .mat or safetensors)
+    read_weights = staticmethod(read_vggface_weights)
 
     def __init__(self, weights: str | None = None, input_size: int = 224,
                  layers: tuple[str, ...] | list[str] = FEATURE_LAYERS) -> None:
         super().__init__()
-        sd = load_converted(weights, "vggface", "vggface")
+        sd = load_converted(weights, "vggface", read_vggface_weights, HOW)
         names = [n for group in VGG_CONVS for n in group]
         unknown = [n for n in layers if n not in names]
         if unknown or not layers:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from facegan_kit.train.context import StepContext, bce_logits
+from facegan_kit import StepContext, bce_logits
 
 
 class EditLoss(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from facegan_kit.train.context import StepContext
+from facegan_kit import StepContext
 
 #: Backbone factory parameters that may receive ``backbone_weights``, in order of preference.
 WEIGHTS_PARAMS = ("weights", "weights_path", "path", "backbone_weights")
@@ -120,7 +120,7 @@ class IdentityLoss(nn.Module):
     def _build_backbone(self) -> nn.Module:
         registry = self._registry
         if registry is None:
-            from facegan_kit.pm import default_registry
+            from facegan_kit import default_registry
 
             registry = default_registry()
         factory = registry.get("backbone", self.backbone_name)

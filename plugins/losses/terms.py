@@ -2,7 +2,7 @@
 terms and the Q term. Each is a pure function where that makes sense plus a thin module with
 ``g_loss(ctx)`` (and ``d_loss(ctx)`` for terms that train a discriminator side).
 
-Every module declares ``needs``: the model slots of :class:`~facegan_kit.train.context.StepContext`
+Every module declares ``needs``: the model slots of :class:`~facegan_kit.interfaces.StepContext`
 it reads, and ``requires_encoder``: whether it only makes sense when ``ctx.g_from_encoder``.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import kornia
 from torch import Tensor, nn
 
-from facegan_kit.train.context import StepContext, bce_logits
+from facegan_kit import StepContext, bce_logits
 
 
 # -- pure functions ---------------------------------------------------------------------------

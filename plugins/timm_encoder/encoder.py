@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from facegan_kit.errors import FaceganError
+from facegan_kit import FaceganError
 
 __all__ = ["TimmEncoder", "TimmClassifier", "timm_classifier", "read_state_dict", "auto_input_size"]
 

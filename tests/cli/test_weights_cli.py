@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facegan_kit.weights import VGG_CONVS
+from facegan_plugins.identity.vggface_weights import VGG_CONVS
 
 
 def _fake_vgg(path):

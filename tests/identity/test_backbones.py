@@ -7,14 +7,21 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from facegan_kit import weights
+from facegan_kit.cli.weights import weights_reader
 from facegan_kit.errors import FaceganError, InputError
-from facegan_kit.weights import VGG_CONVS, convert
 from facegan_plugins.identity.dlib_resnet import default_model_path
 from facegan_plugins.identity.vggface import VGG_MEAN_RGB, VggFace
+from facegan_plugins.identity.vggface_weights import VGG_CONVS
 
 KEY = "losses.identity.backbone_weights"
 RECIPE = "facegan weights convert vgg_face_dag.pth vggface.safetensors"
 WIDTHS = (4, 8, 8, 8, 8)  # a tiny VGG-16 (the real one: 64, 128, 256, 512, 512)
+
+
+def convert(src, dst, kind="vggface"):
+    """What ``facegan weights convert --kind KIND`` does: the registered backbone's reader."""
+    return weights.convert(src, dst, weights_reader(kind), kind)
 
 
 def test_backbones_are_registered():
