@@ -75,7 +75,7 @@ def test_eval_figures_are_labelled_and_enlarged(editor, faces, tmp_path):
     edits = torch.stack([editor.edit(x, e) for e in EXPRESSIONS])
     metrics = {"recipe": "tiny", "data": "synthetic", "split": "test", "faces": n, "image_size": 16,
                "judges": {"expression": None, "identity": None, "oracles": None}, "identity_faces": 0,
-               "seconds": 1.0, "notes": []}
+               "seconds": 1.0, "notes": [], "path_t": [0.2, 0.4, 0.6, 0.8, 1.0]}
     files = write_eval_report(metrics, tmp_path, editor=editor, x=x, recon=editor.edit(x, "happy"), edits=edits,
                               neutral=editor.edit(x, "neutral"), labels=torch.arange(n))
     _check_labelled(_png(files["edits"]), nrows=n, ncols=9, face=16)

@@ -65,6 +65,9 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
                 "oracle_recon_identity_kept_rate", "oracle_identity_match_rate", "oracle_intensity_rho_levels",
                 "oracle_intensity_rho_continuous", "oracle_neutral_rate"):
         click.echo(f"  {key:<33} {fmt(m.get(key))}")
+    for name, values in m.get("plugin_metrics", {}).items():  # registered `metric` components
+        for key, v in values.items():
+            click.echo(f"  {name + ': ' + key:<33} {fmt(v)}")
     for note in m["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out / 'report.md'}")

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from facegan_kit import EXPRESSIONS
-from facegan_kit.eval.metrics import REAL_KEYS
+from facegan_kit.eval.metrics import REAL_KEYS, save_metrics
+from facegan_kit.eval.plugin_metrics import metrics_markdown
 from facegan_kit.figures import save_sheet
 from facegan_kit.train.report import loss_keys, loss_series, mark_stages, read_log, stage_starts
 
@@ -81,9 +82,10 @@ def _label_name(k: int) -> str:
 # -- facegan eval ----------------------------------------------------------------------------
 def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Tensor, edits: Tensor,
                       neutral: Tensor, labels: Tensor, grid_faces: int = 6) -> dict[str, Path]:
-    """``metrics.json``, ``report.md``, ``edits.png``, ``intensity.png``, ``per_class.png``."""
-    from facegan_kit.eval.suite import PATH_T, save_metrics
+    """``metrics.json``, ``report.md``, ``edits.png``, ``intensity.png``, ``per_class.png``.
 
+    The intensity sheet walks the same path ``t`` values the suite measured (``metrics["path_t"]``)."""
+    path_t = metrics["path_t"]
     out.mkdir(parents=True, exist_ok=True)
     files = {"metrics": save_metrics(metrics, out / "metrics.json")}
     n = min(grid_faces, x.shape[0])
@@ -97,9 +99,9 @@ def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Ten
     n_cls = edits.shape[0]
     rows = []
     for k in range(n_cls):
-        codes = [ctrl.level_code(k, lv) for lv in range(1, ctrl.levels + 1)] + [ctrl.intensity_code(k, t) for t in PATH_T]
+        codes = [ctrl.level_code(k, lv) for lv in range(1, ctrl.levels + 1)] + [ctrl.intensity_code(k, t) for t in path_t]
         rows.append(editor.decode(g.expand(len(codes), -1), torch.stack(codes).to(editor.device)).cpu())
-    heads = [f"level {lv}" for lv in range(1, ctrl.levels + 1)] + [f"t = {t:g}" for t in PATH_T]
+    heads = [f"level {lv}" for lv in range(1, ctrl.levels + 1)] + [f"t = {t:g}" for t in path_t]
     files["intensity"] = save_sheet(out / "intensity.png", [list(r.clamp(-1, 1)) for r in rows], col_labels=heads,
                                     row_labels=list(EXPRESSIONS[:n_cls]), note="one test face")
 
@@ -165,6 +167,7 @@ def eval_markdown(m: dict, levels: int) -> str:
             if d:
                 lines.append(f"| {lab} | " + " | ".join(fmt(d[nm], 2) for nm in names) + " |")
         lines.append("")
+    lines += metrics_markdown(m.get("plugin_metrics") or {})
     if m.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
     lines += [

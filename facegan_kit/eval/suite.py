@@ -368,6 +368,10 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
             "oracles": _oracle_name(orc) if orc is not None else None,
         },
     }
+    from facegan_kit.eval.plugin_metrics import MetricInputs, run_metrics  # registered `metric` components
+
+    result["plugin_metrics"] = run_metrics(MetricInputs(editor, x, labels, faces.subject, recon, edits, neutral,
+                                                        result), notes)
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     if out is not None:
         from facegan_kit.eval.report import write_eval_report
