@@ -73,19 +73,32 @@ def test_registered_and_contract(installed):
     assert torch.allclose(blend, torch.tensor([-1.0, -1.0, -1.0, 0.2, -1.0, -0.4]))
 
 
-def test_trains_two_steps(installed, tmp_path):
+def test_trains_two_steps_and_is_evaluated(installed, tmp_path):
+    """The package's controller and loss term train; ``facegan eval`` reports its metric."""
+    import json
+
     from facegan_kit.checkpoint import load_checkpoint
+    from facegan_kit.cli import main
     from facegan_kit.train import train
 
     assert "blend-ctrl" in default_registry().names("controller")
     torch.set_num_threads(1)
-    result = train(TINY, tmp_path / "run", overrides=["model.controller.type=blend-ctrl"],
+    result = train(TINY, tmp_path / "run", overrides=["model.controller.type=blend-ctrl",
+                                                      "losses.fm.type=blend-feature-match", "stages.0.losses.fm=0.5"],
                    max_steps=2, progress=False)
     assert result.global_step == 2
     _, meta = load_checkpoint(result.checkpoint)
     assert meta["recipe"]["model"]["controller"]["type"] == "blend-ctrl"
     log = (tmp_path / "run" / "log.jsonl").read_text()
     assert "nan" not in log.lower()
+    assert '"g/fm"' in log, log[:500]  # the loss term ran in the generator step
+
+    main(["eval", str(result.checkpoint), "--out", str(tmp_path / "eval"), "--max-faces", "4",
+          "--no-oracles", "--identity-faces", "1"])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    value = metrics["plugin_metrics"]["blend-edit-change"]["edit_change_l1"]
+    assert 0.0 < value < 1.0, value
+    assert "blend-edit-change: edit_change_l1" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_package_own_tests(installed):
@@ -94,7 +107,7 @@ def test_package_own_tests(installed):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     tests = [getattr(module, n) for n in dir(module) if n.startswith("test_")]
-    assert len(tests) >= 5
+    assert len(tests) >= 8
     for test in tests:
         test()
 

@@ -11,7 +11,10 @@ import torch
 
 import facegan_blend
 from facegan_blend import BlendCtrl
-from facegan_kit.testing import check_component, check_controller, check_registered, plugin_registry
+from facegan_blend.loss import FeatureMatchLoss, feature_match_loss
+from facegan_blend.metric import EditChange
+from facegan_kit.testing import (check_component, check_controller, check_loss, check_registered, plugin_registry,
+                                 tiny_step_context)
 
 
 def test_contract_small():
@@ -23,9 +26,9 @@ def test_contract_paper_size():
     check_controller(check_component("controller", BlendCtrl, num_classes=6, code_dim_per_class=5))
 
 
-def test_plugin_registers_blend_ctrl():
+def test_plugin_registers_its_three_components():
     names = [(e.kind, e.name) for e in plugin_registry(facegan_blend)]
-    assert names == [("controller", "blend-ctrl")]
+    assert names == [("controller", "blend-ctrl"), ("loss", "blend-feature-match"), ("metric", "blend-edit-change")]
 
 
 def test_installed_entry_point():
@@ -72,3 +75,26 @@ def test_class_names():
     assert BlendCtrl(num_classes=2).class_names == ("0", "1")
     with pytest.raises(ValueError, match="distinct names"):
         BlendCtrl(num_classes=2, class_names=["a"])
+
+
+def test_feature_match_loss_contract():
+    out = check_loss(FeatureMatchLoss())
+    assert set(out) == {"g"} and out["g"] > 0
+
+
+def test_feature_match_loss_reaches_the_generator():
+    ctx = tiny_step_context()
+    FeatureMatchLoss().g_loss(ctx).backward()
+    assert all(p.grad is not None for p in ctx.models["decoder"].parameters() if p.requires_grad)
+    f = torch.randn(4, 8)
+    assert feature_match_loss(f, f) == 0 and feature_match_loss(f, f + 0.5) == pytest.approx(0.5)
+
+
+def test_edit_change_metric():
+    from types import SimpleNamespace
+
+    recon = torch.zeros(2, 3, 4, 4)
+    edits = torch.stack([recon, recon + 1.0, recon + 0.5])  # K = 3 expressions
+    ctx = SimpleNamespace(edits=edits, recon=recon, labels=torch.tensor([0, 1]))
+    # face 0 (label 0) changes by 1.0 and 0.5, face 1 (label 1) by 0.0 and 0.5: mean 0.5, half-scale 0.25
+    assert EditChange()(ctx) == {"edit_change_l1": pytest.approx(0.25)}

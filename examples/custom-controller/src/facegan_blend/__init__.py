@@ -1,4 +1,8 @@
-"""facegan-blend: an expression controller for blended expressions (``blend-ctrl``).
+"""facegan-blend: a third-party facegan plugin using only facegan_kit's public API.
+
+It adds three components: the controller ``blend-ctrl`` (this module), the loss term
+``blend-feature-match`` (:mod:`facegan_blend.loss`) and the metric ``blend-edit-change``
+(:mod:`facegan_blend.metric`, reported by ``facegan eval``).
 
 ExprGAN's controller maps a one-hot label to an expression code of ``K`` blocks of ``d``
 elements, ``c_i = |u| (2 y_i - 1)`` with ``u ~ U(-1, 1)^d`` (the paper's Eq. 3). ``blend-ctrl``
@@ -178,5 +182,11 @@ class BlendCtrl(nn.Module):
 
 @hookimpl
 def facegan_register_components(registry):
-    """Make ``type = "blend-ctrl"`` available to recipes."""
+    """Make ``type = "blend-ctrl"`` and ``type = "blend-feature-match"`` available to recipes, and
+    add ``blend-edit-change`` to what ``facegan eval`` measures."""
+    from facegan_blend.loss import FeatureMatchLoss
+    from facegan_blend.metric import EditChange
+
     registry.add("controller", "blend-ctrl", BlendCtrl)
+    registry.add("loss", "blend-feature-match", FeatureMatchLoss)
+    registry.add("metric", "blend-edit-change", EditChange)
