@@ -117,7 +117,7 @@ class Editor:
         return ctrl.intensity_code(k, t).to(self.device)
 
     def set_level_codes(self, mode: str | None) -> None:
-        """Choose how ``level`` codes are built (``fctrl``: ``"single"``, the paper's one element
+        """Choose how ``level`` codes are built (``exprgan-fctrl``: ``"single"``, the paper's one element
         +1, or ``"cumulative"``, the first ``level`` elements +1); ``None`` keeps the
         checkpoint's. An edit-time choice: the training codes do not depend on it."""
         if mode is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from facegan_kit.errors import RegistryError
 
@@ -28,6 +28,8 @@ class Entry:
     name: str
     factory: Callable[..., Any]
     provider: str
+    #: former names that still resolve to this entry (recipes and scripts users already have)
+    aliases: tuple[str, ...] = ()
 
     @property
     def source_file(self) -> str:
@@ -42,22 +44,27 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._aliases: dict[str, dict[str, str]] = {k: {} for k in KINDS}
         #: Name of the plugin whose hook is running (set by the plugin loader).
         self.current_provider = "<direct>"
 
-    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
-        """Register ``factory`` as component ``name`` of ``kind``."""
+    def add(self, kind: str, name: str, factory: Callable[..., Any], aliases: Sequence[str] = ()) -> None:
+        """Register ``factory`` as component ``name`` of ``kind``; ``aliases`` are former names
+        that keep resolving to it (listed with it, not as components of their own)."""
         self._check_kind(kind)
         if not callable(factory):
             raise RegistryError(f"{kind} '{name}': factory {factory!r} is not callable")
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"{kind}: component name must be a non-empty string, got {name!r}")
-        old = self._entries[kind].get(name)
-        if old is not None:
-            raise RegistryError(
-                f"{kind} '{name}' is registered twice: by {old.provider} and by {self.current_provider}"
-            )
-        self._entries[kind][name] = Entry(kind, name, factory, self.current_provider)
+        aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+        for n in (name, *aliases):
+            if not isinstance(n, str) or not n:
+                raise RegistryError(f"{kind}: component name must be a non-empty string, got {n!r}")
+            old = self._entries[kind].get(n) or self._entries[kind].get(self._aliases[kind].get(n, ""))
+            if old is not None:
+                raise RegistryError(
+                    f"{kind} '{n}' is registered twice: by {old.provider} and by {self.current_provider}"
+                )
+        self._entries[kind][name] = Entry(kind, name, factory, self.current_provider, aliases)
+        self._aliases[kind].update((a, name) for a in aliases)
 
     def entry(self, kind: str, name: str, where: str | None = None) -> Entry:
         self._check_kind(kind)
@@ -65,11 +72,11 @@ class Registry:
         if not isinstance(name, str):
             raise RegistryError(f"{prefix}{kind} name must be a string, got {type(name).__name__} {name!r}")
         try:
-            return self._entries[kind][name]
+            return self._entries[kind][self._aliases[kind].get(name, name)]
         except KeyError:
             known = sorted(self._entries[kind])
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = difflib.get_close_matches(str(name), known + sorted(self._aliases[kind]), n=1)
+            hint = f"; did you mean '{self._aliases[kind].get(close[0], close[0])}'?" if close else ""
             raise RegistryError(
                 f"{prefix}unknown {kind} '{name}' (known: {', '.join(known) or 'none'}){hint}"
             ) from None
@@ -79,6 +86,7 @@ class Registry:
         return self.entry(kind, name).factory
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``, sorted (aliases are not listed)."""
         self._check_kind(kind)
         return sorted(self._entries[kind])
 

@@ -45,7 +45,7 @@ def test_check_loss_accepts_builtins(term):
 
 
 def test_check_registered_and_plugin_registry():
-    entry = check_registered("fctrl", "controller", provider="facegan-kit")
+    entry = check_registered("exprgan-fctrl", "controller", provider="facegan-kit")
     assert entry.factory is FCtrl
     import facegan_plugins.common as common
 

@@ -12,7 +12,7 @@ from facegan_kit.outputs import OVERWRITE_HELP
 #: command name -> "module:attribute" (imported only when the command runs or help lists it)
 COMMANDS = {
     "train": "facegan_kit.cli.train:train_cmd",
-    "plugins": "facegan_kit.cli.train:plugins_cmd",
+    "plugins": "facegan_kit.cli.plugins:plugins_cmd",
     "data": "facegan_kit.cli.data:data_group",
     "edit": "facegan_kit.cli.apps:edit_cmd",
     "grid": "facegan_kit.cli.apps:grid_cmd",

@@ -1,4 +1,4 @@
-"""``facegan train`` and ``facegan plugins``."""
+"""``facegan train``."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from facegan_kit.pm import default_registry
 @click.command("train")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. --set stages.0.epochs=5 --set model.controller.type=fctrl.")
+              help="Override a recipe value, e.g. --set stages.0.epochs=5 --set model.controller.type=exprgan-fctrl.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (checkpoints/, samples/, log.jsonl, losses.png). Default: runs/<recipe name>.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the recipe's train.device, 'auto').")
@@ -56,27 +56,3 @@ def train_cmd(recipe, overrides, out, device, max_steps, resume, dry_run, quiet)
     speed = ", ".join(f"{k} {v:.0f} img/s" for k, v in result.images_per_second.items())
     state = "finished" if result.finished else f"stopped at step {result.global_step}"
     click.echo(f"{state} in {result.seconds:.0f}s ({speed}); checkpoint: {result.checkpoint}")
-
-
-@click.command("plugins")
-@click.option("--kind", type=click.Choice(sorted(__import__("facegan_kit").KINDS)), default=None,
-              help="Only this component kind.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_cmd(kind, as_json):
-    """List registered components: kind, name, providing package, file.
-
-    Block plugins with FACEGAN_BLOCK_PLUGINS=name1,name2 (entry-point names).
-    """
-    rows = [e for e in default_registry() if kind is None or e.kind == kind]
-    if as_json:
-        click.echo(json.dumps([{"kind": e.kind, "name": e.name, "provider": e.provider, "file": e.source_file}
-                               for e in rows], indent=2))
-        return
-    if not rows:
-        click.echo("no components registered")
-        return
-    w1 = max(len(e.kind) for e in rows)
-    w2 = max(len(e.name) for e in rows)
-    w3 = max(len(e.provider) for e in rows)
-    for e in rows:
-        click.echo(f"{e.kind:<{w1}}  {e.name:<{w2}}  {e.provider:<{w3}}  {e.source_file}")

@@ -24,7 +24,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"model.controller.type=fctrl"`` -> (["model","controller","type"], "fctrl").
+    """``"model.controller.type=exprgan-fctrl"`` -> (["model","controller","type"], "exprgan-fctrl").
 
     The value is read as a TOML value when it parses as one (``3``, ``2e-4``, ``true``,
     ``[1, 2]``, ``"x"``), otherwise taken as a bare string.

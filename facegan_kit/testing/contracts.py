@@ -92,7 +92,7 @@ def check_controller(ctrl: Any, *, batch: int = 6, check_errors: bool = True) ->
 def tiny_step_context(batch: int = 4, image_size: int = 16, num_classes: int = 6, seed: int = 0,
                       with_encoder: bool = True):
     """A :class:`~facegan_kit.train.context.StepContext` from tiny built-in components
-    (``conv-encoder``, ``fctrl``, ``exprgan-decoder``, ``exprgan-dimg``, ``exprgan-q``,
+    (``conv-encoder``, ``exprgan-fctrl``, ``exprgan-decoder``, ``exprgan-dimg``, ``exprgan-q``,
     ``dz-mlp``) with a forward pass done, for testing loss terms."""
     from facegan_kit.pm import default_registry
     from facegan_kit.train.context import StepContext
@@ -100,7 +100,7 @@ def tiny_step_context(batch: int = 4, image_size: int = 16, num_classes: int = 6
     reg = default_registry()
     d, z = 2, 8
     specs = {
-        "controller": ("controller", "fctrl", dict(num_classes=num_classes, code_dim_per_class=d)),
+        "controller": ("controller", "exprgan-fctrl", dict(num_classes=num_classes, code_dim_per_class=d)),
         "decoder": ("decoder", "exprgan-decoder", dict(image_size=image_size, z_dim=z, code_dim=num_classes * d,
                                                         channels=[8, 8], fc_channels=8, extra_channels=[4])),
         "d_img": ("discriminator", "exprgan-dimg", dict(image_size=image_size, num_classes=num_classes,

@@ -7,7 +7,7 @@ from facegan_plugins.exprgan.discriminator import ExprDImg, ExprQ
 
 @hookimpl
 def facegan_register_components(registry):
-    registry.add("controller", "fctrl", FCtrl)
+    registry.add("controller", "exprgan-fctrl", FCtrl, aliases=("fctrl",))
     registry.add("decoder", "exprgan-decoder", ExprDecoder)
     registry.add("discriminator", "exprgan-dimg", ExprDImg)
     registry.add("regularizer", "exprgan-q", ExprQ)

@@ -1,4 +1,4 @@
-"""The expression controller F_ctrl (the paper's Eq. 3) and the edit-time codes (``fctrl``)."""
+"""The expression controller F_ctrl (the paper's Eq. 3) and the edit-time codes (``exprgan-fctrl``)."""
 from __future__ import annotations
 
 import torch
@@ -60,16 +60,16 @@ class FCtrl(nn.Module):
         super().__init__()
         if num_classes < 1 or code_dim_per_class < 1:
             raise ValueError(
-                "fctrl: num_classes and code_dim_per_class must be >= 1, "
+                "exprgan-fctrl: num_classes and code_dim_per_class must be >= 1, "
                 f"got {num_classes}, {code_dim_per_class}"
             )
         levels = code_dim_per_class if levels is None else levels
         if not 1 <= levels <= code_dim_per_class:
             raise ValueError(
-                f"fctrl: levels must be in 1..{code_dim_per_class} (code_dim_per_class), got {levels}"
+                f"exprgan-fctrl: levels must be in 1..{code_dim_per_class} (code_dim_per_class), got {levels}"
             )
         if level_codes not in LEVEL_CODES:
-            raise ValueError(f"fctrl: level_codes must be one of {', '.join(LEVEL_CODES)}, got {level_codes!r}")
+            raise ValueError(f"exprgan-fctrl: level_codes must be one of {', '.join(LEVEL_CODES)}, got {level_codes!r}")
         self.level_codes = level_codes
         self.num_classes = num_classes
         self.code_dim_per_class = code_dim_per_class
@@ -100,7 +100,7 @@ class FCtrl(nn.Module):
         """Discrete level ``level`` (``1..levels``) of class ``k`` (``0..K-1``). Shape ``(K * d,)``."""
         self._check_class(k)
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= self.levels:
-            raise ValueError(f"fctrl: level must be an integer in 1..{self.levels}, got {level!r}")
+            raise ValueError(f"exprgan-fctrl: level must be an integer in 1..{self.levels}, got {level!r}")
         code = self.neutral_code()
         start = k * self.code_dim_per_class
         first = start if self.level_codes == "cumulative" else start + level - 1
@@ -115,7 +115,7 @@ class FCtrl(nn.Module):
         self._check_class(k)
         t = float(t)
         if not 0.0 <= t <= 1.0:  # also rejects NaN
-            raise ValueError(f"fctrl: intensity t must be in [0, 1], got {t}")
+            raise ValueError(f"exprgan-fctrl: intensity t must be in [0, 1], got {t}")
         code = self.neutral_code()
         d = self.code_dim_per_class
         code[k * d : (k + 1) * d] = 2.0 * t - 1.0
@@ -125,18 +125,18 @@ class FCtrl(nn.Module):
     def _check_class(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_classes:
             raise ValueError(
-                f"fctrl: class index k must be an integer in 0..{self.num_classes - 1}, got {k!r}"
+                f"exprgan-fctrl: class index k must be an integer in 0..{self.num_classes - 1}, got {k!r}"
             )
 
     def _one_hot(self, y: Tensor) -> Tensor:
         if y.dim() == 1:
             if y.dtype.is_floating_point:
-                raise ValueError("fctrl: a 1-D label tensor must hold integer class indices")
+                raise ValueError("exprgan-fctrl: a 1-D label tensor must hold integer class indices")
             if y.numel() and (y.min() < 0 or y.max() > self.num_classes):
-                raise ValueError(f"fctrl: labels must be in 0..{self.num_classes} ({self.num_classes} = neutral)")
+                raise ValueError(f"exprgan-fctrl: labels must be in 0..{self.num_classes} ({self.num_classes} = neutral)")
             return F.one_hot(y, self.num_classes + 1)[:, : self.num_classes].float()
         if y.dim() != 2 or y.shape[1] != self.num_classes:
             raise ValueError(
-                f"fctrl expects one-hot labels (N, {self.num_classes}), got {tuple(y.shape)}"
+                f"exprgan-fctrl expects one-hot labels (N, {self.num_classes}), got {tuple(y.shape)}"
             )
         return y if y.dtype.is_floating_point else y.float()

@@ -25,7 +25,7 @@ def _raw(*sets):
 
 @pytest.mark.parametrize("override, message", [
     ("model.controller.code_dm=3", "model.controller: unknown key 'code_dm'"),
-    ("model.controller.type=fctl", "did you mean 'fctrl'"),
+    ("model.controller.type=fctl", "did you mean 'exprgan-fctrl'"),
     ("train.seed=abc", "train.seed: expected int, got str"),
     ("stages.0.losses.l2=1.0", "stages[0].losses: 'l2' is not a [losses.*] table"),
     ("stages.0.losses.l1=1.0", "stages[0].losses.l1: needs the encoder"),

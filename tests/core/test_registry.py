@@ -40,7 +40,7 @@ def test_unknown_kind_rejected():
 
 def test_builtins_register_through_entry_points():
     reg = build_registry()
-    entry = reg.entry("controller", "fctrl")
+    entry = reg.entry("controller", "exprgan-fctrl")
     assert entry.provider.startswith("facegan-kit:"), entry.provider
     assert entry.source_file.endswith("controller.py")
     assert "exprgan-decoder" in reg.names("decoder")
@@ -51,12 +51,12 @@ def test_block_env_removes_plugin(monkeypatch):
     clear_cache()
     try:
         reg = default_registry()
-        assert "fctrl" not in reg.names("controller")
+        assert "exprgan-fctrl" not in reg.names("controller")
         assert "conv-encoder" in reg.names("encoder")  # other plugins still load
     finally:
         monkeypatch.delenv(BLOCK_ENV)
         clear_cache()
-    assert "fctrl" in default_registry().names("controller")
+    assert "exprgan-fctrl" in default_registry().names("controller")
 
 
 def test_misspelled_hook_is_an_error():
@@ -69,3 +69,23 @@ def test_misspelled_hook_is_an_error():
     pm.register(Bad(), name="bad")
     with pytest.raises(Exception, match="unknown hook"):
         pm.check_pending()
+
+
+def test_former_names_resolve_to_the_renamed_component():
+    reg = Registry()
+    reg.add("controller", "exprgan-fctrl", dict, aliases=("fctrl",))
+    assert reg.entry("controller", "fctrl") is reg.entry("controller", "exprgan-fctrl")
+    assert reg.get("controller", "fctrl") is dict
+    assert reg.names("controller") == ["exprgan-fctrl"]  # an alias is not a component of its own
+    assert [e.aliases for e in reg] == [("fctrl",)]
+    with pytest.raises(RegistryError, match="did you mean 'exprgan-fctrl'"):
+        reg.get("controller", "fctl")
+    for clash in (dict(name="fctrl"), dict(name="other", aliases=("exprgan-fctrl",)), dict(name="x", aliases=("fctrl",))):
+        with pytest.raises(RegistryError, match="registered twice"):
+            reg.add("controller", clash["name"], list, aliases=clash.get("aliases", ()))
+
+
+def test_builtin_controller_keeps_its_former_name():
+    reg = build_registry()
+    assert reg.entry("controller", "fctrl").name == "exprgan-fctrl"
+    assert "fctrl" not in reg.names("controller")
