@@ -21,7 +21,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from facegan_kit.data.oracles import load_oracles
+from facegan_kit.eval.oracles import load_oracles
 from facegan_kit.eval.judges import identity_kept_rate
 from facegan_plugins.common.encoder import ConvEncoder
 from facegan_plugins.data import synthetic

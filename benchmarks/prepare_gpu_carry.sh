@@ -24,7 +24,7 @@ touch .gpu/site/face_recognition_models/__init__.py
 cp "$dat" .gpu/site/face_recognition_models/models/
 python3 - <<'PY'
 import shutil
-from facegan_kit.data.oracles import load_oracles, OracleConfig, _key
+from facegan_kit.eval.oracles import load_oracles, OracleConfig, _key
 from facegan_kit.cache import cache_dir
 load_oracles()  # trains them here once if missing
 base = cache_dir("oracles") / f"oracles_{_key(OracleConfig())}"

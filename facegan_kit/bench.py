@@ -179,7 +179,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 def warm_oracles(oracles: Any) -> str | None:
     """Load (training and caching on first use) the synthetic-data oracles, so that no recipe's
     measured time or peak memory includes their one-time training. Returns a note on failure."""
-    from facegan_kit.data import oracles as oracle_mod
+    from facegan_kit.eval import oracles as oracle_mod
 
     try:
         with torch.enable_grad():

@@ -21,7 +21,7 @@ def _bench():
 
 
 def test_groups_are_scored_separately_and_summarised(tiny_checkpoint):
-    from facegan_kit.data.oracles import OracleConfig
+    from facegan_kit.eval.oracles import OracleConfig
 
     tiny_oracles = OracleConfig(size=32, train_subjects=24, heldout_subjects=4, images_per_subject=8,
                                 heldout_images_per_subject=4, epochs=1)  # as test_suite.py's

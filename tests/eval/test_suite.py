@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 def tiny_oracle_config():
     """Oracles small enough to train in seconds (their numbers are meaningless; only the plumbing
     is under test). Cached under the tests' FACEGAN_CACHE after the first use."""
-    from facegan_kit.data.oracles import OracleConfig
+    from facegan_kit.eval.oracles import OracleConfig
 
     return OracleConfig(size=32, train_subjects=24, heldout_subjects=4, images_per_subject=8,
                         heldout_images_per_subject=4, epochs=1)

@@ -5,12 +5,12 @@ first run trains them (~1-2 min on 2 cores), later runs load them instantly.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from facegan_kit.data.oracles import OracleConfig, Oracles, load_oracles, train_oracles
-from facegan_kit.eval.judges import identity_match_rate
 from facegan_kit.data.synthetic import (
     ATTR_NAMES,
     NEUTRAL_LABEL,
@@ -20,6 +20,8 @@ from facegan_kit.data.synthetic import (
     subject_attributes,
 )
 from facegan_kit.errors import InputError
+from facegan_kit.eval.judges import identity_match_rate
+from facegan_kit.eval.oracles import OracleConfig, Oracles, load_oracles, train_oracles
 
 FRESH = list(range(5000, 5012))  # neither protocol (0..79) nor oracle training (1000..1439) subjects
 
@@ -151,13 +153,22 @@ def test_tiny_training_roundtrip_through_cache(tmp_path, monkeypatch):
     again.train()
     assert not again.training and not again.net.training
     assert orc.attrs(x).shape == (5, len(ATTR_NAMES)) and orc.intensity(x).shape == (5,)
-    assert isinstance(train_oracles, type(load_oracles))
+    other = dataclasses.replace(cfg, epochs=2)  # the cache is keyed by the whole config
+    with pytest.raises(InputError, match="no trained oracles"):
+        load_oracles(train_if_missing=False, config=other)
+
+
+def test_former_module_path_is_the_same_module():
+    import facegan_kit.data.oracles as former
+    import facegan_kit.eval.oracles as oracles
+
+    assert former is oracles and former.train_oracles is train_oracles
 
 
 def test_first_use_says_what_it_does_how_long_and_shows_progress(tmp_path, monkeypatch, capsys):
     import re
 
-    from facegan_kit.data.oracles import estimate_seconds
+    from facegan_kit.eval.oracles import estimate_seconds
 
     monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path))
     torch.set_num_threads(1)

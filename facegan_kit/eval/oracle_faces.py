@@ -1,6 +1,6 @@
 """The faces the oracles learn from: random subjects, expressions and intensities, rendered the
 ways a model hands faces over (at the oracles' size, at twice it and pooled, at half and scaled
-up), in two worker processes with a progress callback. Split from :mod:`facegan_kit.data.oracles`,
+up), in two worker processes with a progress callback. Split from :mod:`facegan_kit.eval.oracles`,
 which trains and applies the networks."""
 from __future__ import annotations
 
