@@ -37,7 +37,8 @@ def score(ckpt: str, first: int = 160, people: int = 40, group: int = 8, backgro
     """Per-group metrics and their mean / min / max for one checkpoint (``oracles`` as in
     :func:`facegan_kit.eval.suite.evaluate`)."""
     from facegan_kit.errors import InputError
-    from facegan_kit.eval.suite import evaluate, load_editor
+    from facegan_kit.apps import load_editor
+    from facegan_kit.eval.suite import evaluate
 
     editor = load_editor(ckpt)
     trained_on = editor.recipe.data

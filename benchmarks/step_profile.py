@@ -40,7 +40,7 @@ from train_step import ROOT, Runner, _identity_terms  # noqa: E402
 import facegan_kit.train.loop as loop  # noqa: E402
 from facegan_kit.recipe import load_recipe  # noqa: E402
 from facegan_kit.recipe.schema import D_SLOTS  # noqa: E402
-from facegan_kit.train.loop import resolve_device  # noqa: E402
+from facegan_kit.devices import resolve_device  # noqa: E402
 
 COMPONENTS = ("G fwd", "G bwd", "D fwd", "D bwd", "identity fwd", "identity bwd", "optimiser",
               "batch & copies", "other")

@@ -93,9 +93,9 @@ def budget_stages(raw: dict, max_steps: int) -> dict:
 
 
 def device_info(device: str | None = None) -> dict[str, Any]:
-    from facegan_kit.train.loop import resolve_device
+    from facegan_kit.devices import resolve_device
 
-    dev = resolve_device(device or "auto")
+    dev = resolve_device(device)
     info = {"type": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(terse=True)}
     if dev.type == "cuda":
@@ -130,15 +130,16 @@ def peak_memory_mib(device_type: str) -> float:
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train (unless ``spec["checkpoint"]``) and evaluate one recipe; picklable in and out, so it
     also runs in a worker process. Keys of ``spec``: see :func:`bench`."""
-    from facegan_kit.eval.suite import evaluate, load_editor
+    from facegan_kit.apps import load_editor
+    from facegan_kit.devices import resolve_device
+    from facegan_kit.eval.suite import evaluate
     from facegan_kit.recipe import load_recipe
     from facegan_kit.train import train
-    from facegan_kit.train.loop import resolve_device
 
     if spec.get("num_threads") and spec["num_threads"] != torch.get_num_threads():
         torch.set_num_threads(spec["num_threads"])
     out = Path(spec["out"])
-    dev = resolve_device(spec.get("device") or "auto")
+    dev = resolve_device(spec.get("device"))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     speed: dict[str, Any] = {"device": dev.type, "train_images_per_second": None, "train_seconds": None,
@@ -278,7 +279,8 @@ def bench(recipes: Sequence[str], out: str | Path, *, data: str | Path | None = 
         plot_bench_metrics,
         save_json,
     )
-    from facegan_kit.eval.suite import build_data, load_editor
+    from facegan_kit.apps import load_editor
+    from facegan_kit.eval.suite import build_data
 
     log = log or (lambda msg: None)
     out = Path(out)

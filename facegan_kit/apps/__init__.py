@@ -16,27 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-
 from facegan_kit.errors import CheckpointError, InputError
 
-__all__ = ["load_editor", "check_outputs", "edit_name", "resolve_device"]
+__all__ = ["load_editor", "check_outputs", "edit_name"]
 
-
-def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; anything else checked
-    by the trainer's :func:`~facegan_kit.train.loop.resolve_device`."""
-    from facegan_kit.train.loop import resolve_device as _resolve
-
-    return str(_resolve(device or "auto"))
 
 def load_editor(path, device: str | None = "cpu"):
-    """:meth:`Editor.from_checkpoint` with a one-line error for a missing file."""
+    """:meth:`Editor.from_checkpoint` with a one-line error for a missing file; ``device`` as
+    :func:`facegan_kit.devices.resolve_device` reads it (``None``/``"auto"``: CUDA if available)."""
+    from facegan_kit.devices import resolve_device
     from facegan_kit.edit import Editor
 
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
-    return Editor.from_checkpoint(p, device=resolve_device(device))
+    return Editor.from_checkpoint(p, device=str(resolve_device(device)))
 
 
 def _key(path) -> Path:

@@ -40,14 +40,15 @@ def augment_cmd(checkpoint, data, sizes, epochs, batch_size, lr, subjects, seed,
     classifiers label faces for `facegan transfer/retrieve --classifier`. OUT must be new or
     empty (--overwrite replaces it whole).
     """
-    from facegan_kit.apps import check_outputs, load_editor, resolve_device
+    from facegan_kit.apps import check_outputs, load_editor
+    from facegan_kit.devices import resolve_device
     from facegan_kit.apps.augment import load_data, markdown_table, parse_sizes, run_augment, write_results
     from facegan_kit.outputs import claim_folder
 
     size_list = parse_sizes(sizes)
     check_outputs([out / "results.json", out / "results.md"], [checkpoint])
     claim = claim_folder(out, overwrite, inputs=[checkpoint] + ([] if data == "synthetic" else [Path(data)]))
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     ed = load_editor(checkpoint, dev)
     split = load_data(ed, data, subjects=subjects)
     click.echo(f"data: {split.name}: {len(split.train_y)} train / {len(split.test_y)} test faces; "

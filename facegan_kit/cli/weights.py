@@ -86,12 +86,12 @@ def embed_cmd(images, backbone, weights, no_align, device):
     """
     import torch
 
-    from facegan_kit.apps import resolve_device
     from facegan_kit.apps.images import load_faces
+    from facegan_kit.devices import resolve_device
     from facegan_kit.pm import default_registry
 
     factory = default_registry().get("backbone", backbone)
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     model = (factory(weights=str(weights)) if weights is not None else factory()).to(dev).eval()
     size = int(getattr(model, "input_size", 160))
     faces = load_faces(images, size, align=not no_align, device=dev, align_size=size)
