@@ -22,9 +22,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from facegan_kit.data.io import read_image, to_tensor, to_uint8
+from facegan_kit.data.io import centre_square, read_image, resize_square, to_tensor, to_uint8  # noqa: F401 (centre_square re-exported)
 from facegan_kit.errors import InputError
 from facegan_kit.figures import HEADER, cell_size, save_sheet, sheet  # re-exported: the apps' sheets
 
@@ -54,23 +53,6 @@ class FaceInput:
     @property
     def stem(self) -> str:
         return self.path.stem
-
-
-def centre_square(img: np.ndarray) -> np.ndarray:
-    """The largest centred square of an ``(H, W, ...)`` array (contiguous)."""
-    h, w = img.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side])
-
-
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop ``(H, W, 3)`` uint8 to a square (if needed) and resize to ``size`` (Lanczos)."""
-    crop = centre_square(img)
-    if crop.shape[0] == size:
-        return crop
-    pil = Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS)
-    return np.array(pil, dtype=np.uint8)
 
 
 def make_aligner(size: int = 128, device: str = "cpu"):

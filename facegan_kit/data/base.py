@@ -60,8 +60,3 @@ class FaceData:
 def to_float(images: Tensor) -> Tensor:
     """uint8 ``[0,255]`` -> float ``[-1,1]``."""
     return images.float().div(127.5).sub(1.0)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """float ``[-1,1]`` -> uint8 ``[0,255]`` (clamped, rounded)."""
-    return images.detach().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)

@@ -43,6 +43,8 @@ __all__ = [
     "write_png_atomic",
     "to_tensor",
     "to_uint8",
+    "centre_square",
+    "resize_square",
 ]
 
 #: Default cap on width * height accepted by :func:`read_image`.
@@ -220,6 +222,27 @@ def to_tensor(img: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
     if arr.dim() != 3 or arr.shape[2] != 3:
         raise ValueError(f"to_tensor expects (H,W,3), got {tuple(arr.shape)}")
     return arr.permute(2, 0, 1).float().div(127.5).sub(1.0).contiguous()
+
+
+def centre_square(img: np.ndarray) -> np.ndarray:
+    """The largest centred square of an ``(H, W, ...)`` array (contiguous)."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side])
+
+
+def resize_square(img: np.ndarray, size: int, resample: int = Image.Resampling.LANCZOS) -> np.ndarray:
+    """Centre-crop ``(H, W, 3)`` uint8 to a square and resize it to ``size`` x ``size``.
+
+    Lanczos by default (sharp, and antialiased when shrinking); a crop already of that size is
+    returned unchanged. ``resample``: another PIL filter where pixels must match earlier
+    results (``facegan data prepare`` keeps bicubic, so a folder prepared again is identical).
+    """
+    crop = centre_square(img)
+    if crop.shape[0] == size:
+        return crop
+    return np.array(Image.fromarray(crop).resize((size, size), resample), dtype=np.uint8)
 
 
 def _as_hwc_uint8(image: Union[np.ndarray, torch.Tensor]) -> np.ndarray:

@@ -35,7 +35,7 @@ from PIL import Image
 
 from facegan_kit.errors import InputError
 from facegan_kit.outputs import atomic_write
-from facegan_kit.data.io import ImageReadError, read_image, write_png_atomic
+from facegan_kit.data.io import ImageReadError, read_image, resize_square, write_png_atomic
 from facegan_kit.data.layouts import label_name, parse_layout
 
 __all__ = ["INDEX_COLUMNS", "SkippedFile", "PrepareReport", "prepare", "subject_split",
@@ -196,14 +196,6 @@ def _walk_source(src: Path, out_abs: Path) -> tuple[Dict[Path, str], List[Skippe
     return names, dead
 
 
-def _center_resize(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    pil = Image.fromarray(img[y0:y0 + side, x0:x0 + side])
-    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
-
-
 def _report_text(rep: PrepareReport) -> str:
     lines = [prepare_cli_summary(rep), "", f"skipped files ({len(rep.skipped)}):"]
     lines += [f"  {s.path}\t{s.reason}\t{s.detail}" for s in rep.skipped] or ["  (none)"]
@@ -282,7 +274,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
                 face, det = aligner.align_face(img, policy=policy)
                 crop, lms, score = face.crop, face.landmarks_in_crop.reshape(-1), det.score
             else:
-                crop, lms, score = _center_resize(img, int(size)), None, 1.0
+                crop, lms, score = resize_square(img, int(size), Image.Resampling.BICUBIC), None, 1.0
             dest = Path("images") / subject / _crop_name(rel, rec.expression, used_names)
             write_png_atomic(out / dest, crop)
         except ImageReadError as exc:

@@ -1,13 +1,13 @@
-"""Image helpers of ``facegan serve``: PNG encoding, tensor/array conversion, resizing."""
+"""Image helpers of ``facegan serve``: PNG encoding and downscaling photos for detection (conversions
+and crops are :mod:`facegan_kit.data.io`'s)."""
 from __future__ import annotations
 
 import io
 
 import numpy as np
-import torch
 from PIL import Image
 
-__all__ = ["png_bytes", "tensor_to_uint8", "square_resize", "crop_tensor", "resize"]
+__all__ = ["png_bytes", "resize"]
 
 
 def png_bytes(arr: np.ndarray, compress_level: int = 1) -> bytes:
@@ -15,32 +15,6 @@ def png_bytes(arr: np.ndarray, compress_level: int = 1) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
-
-
-def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
-    from facegan_kit.data.io import to_uint8
-
-    return to_uint8(t)
-
-
-def square_resize(arr: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop ``(H, W, 3)`` uint8 to a square and resize it to ``size`` (antialiased).
-
-    Not :func:`facegan_kit.apps.images.resize_square`: that one resamples with PIL's
-    Lanczos filter, this one with torch's antialiased bilinear filter (the pixels the
-    served model has always been given)."""
-    from facegan_kit.apps.images import centre_square
-
-    sq = centre_square(arr)
-    if sq.shape[0] == size:
-        return sq
-    t = torch.from_numpy(sq).permute(2, 0, 1)[None].float()
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return t[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
-def crop_tensor(crop: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
 
 
 def resize(arr: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -12,7 +12,8 @@ import threading
 import numpy as np
 
 from facegan_kit import EXPRESSIONS, NEUTRAL
-from facegan_kit.serve.images import crop_tensor, png_bytes, resize, square_resize, tensor_to_uint8
+from facegan_kit.data.io import resize_square, to_tensor, to_uint8
+from facegan_kit.serve.images import png_bytes, resize
 from facegan_kit.serve.limits import HTTPError, ServeLimits, one_line
 from facegan_kit.serve.sessions import Session, SessionStore
 
@@ -131,9 +132,9 @@ class EditService:
     # -- sessions ---------------------------------------------------------------------------------
     def _new_session(self, crop: np.ndarray, width: int, height: int, pre_aligned: bool,
                      photo_bytes: bytes | None = None, aligned_face=None) -> Session:
-        crop = square_resize(crop, self.size)
+        crop = resize_square(crop, self.size)  # the same pixels as `facegan edit --no-align`
         with self._model_lock:
-            code = self.editor.encode(crop_tensor(crop)).detach().cpu().clone()
+            code = self.editor.encode(to_tensor(crop)[None]).detach().cpu().clone()
         s = Session(token=secrets.token_urlsafe(18), crop=crop, code=code, width=width, height=height,
                     pre_aligned=pre_aligned, photo_bytes=photo_bytes, aligned_face=aligned_face)
         self.sessions.add(s)
@@ -182,7 +183,7 @@ class EditService:
         c = self.editor.code(expression, intensity=intensity)  # InputError for bad values
         with self._model_lock:
             out = self.editor.decode(s.code, c)
-        return tensor_to_uint8(out[0])
+        return to_uint8(out[0])
 
     def _transferred(self, target: Session, source: Session, label: str) -> np.ndarray:
         from facegan_kit.edit import expression_index
@@ -193,9 +194,9 @@ class EditService:
         if not self.can_transfer:
             raise HTTPError(501, "this checkpoint has no D_img/Q, which expression transfer needs")
         with self._model_lock:
-            c = self.editor.code_from_image(crop_tensor(source.crop), k)
+            c = self.editor.code_from_image(to_tensor(source.crop)[None], k)
             out = self.editor.decode(target.code, c)
-        return tensor_to_uint8(out[0])
+        return to_uint8(out[0])
 
     def original_png(self, token: str) -> bytes:
         return png_bytes(self.sessions.get(token).crop)
@@ -209,7 +210,7 @@ class EditService:
     def grid_png(self, token: str) -> bytes:
         s = self.sessions.get(token)
         with self._model_lock:
-            g = self.editor.grid(crop_tensor(s.crop)).cpu()
+            g = self.editor.grid(to_tensor(s.crop)[None]).cpu()
         from facegan_kit.figures import sheet
 
         return png_bytes(sheet([list(row) for row in g], col_labels=[*EXPRESSIONS, NEUTRAL],

@@ -139,3 +139,20 @@ def test_png_atomic_roundtrip_and_tensor_helpers(tmp_path):
     write_png_atomic(p, t)  # float CHW tensor overwrites in place
     assert (read_image(p) == arr).all()
     assert (to_uint8(t[None])[0] == arr).all()
+
+
+def test_resize_square_crops_the_centre_and_keeps_chosen_filter():
+    from PIL import Image
+
+    from facegan_kit.data.io import centre_square, resize_square
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    assert np.array_equal(centre_square(img), img[:, 15:75])
+    assert np.array_equal(resize_square(img, 60), img[:, 15:75])  # already that size: unchanged
+    small = resize_square(img, 24)
+    assert small.shape == (24, 24, 3) and small.flags.writeable
+    # what `data prepare` always wrote: PIL bicubic of the centre square
+    want = np.asarray(Image.fromarray(img[:, 15:75]).resize((24, 24), Image.Resampling.BICUBIC))
+    assert np.array_equal(resize_square(img, 24, Image.Resampling.BICUBIC), want)
+    assert not np.array_equal(small, want)  # the default (Lanczos) is another filter
