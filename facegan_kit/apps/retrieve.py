@@ -8,8 +8,7 @@ Retrieval ranks a gallery against a query face by one of
   names), so this ranking says nothing about style or intensity - the paper's point;
 * ``pixel`` - Euclidean distance between the images at the model's size, in [-1,1].
 
-:func:`tsne` embeds feature vectors in 2-D: scikit-learn's TSNE when it is installed, else the
-small exact implementation :func:`exact_tsne` (numpy; fine up to a few thousand points).
+:func:`tsne` embeds feature vectors in 2-D with scikit-learn's TSNE.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from torch import Tensor
 
 from facegan_kit.errors import InputError
 
-__all__ = ["BY", "features", "rank", "exact_tsne", "tsne", "plot_embedding", "encode_batches"]
+__all__ = ["BY", "features", "rank", "tsne", "plot_embedding", "encode_batches"]
 
 BY = ("code", "label", "pixel")
 
@@ -67,75 +66,17 @@ def rank(query: Tensor, gallery: Tensor, by: str) -> tuple[np.ndarray, np.ndarra
 
 # -- t-SNE -----------------------------------------------------------------------------------
 
-def _conditional_p(d2: np.ndarray, perplexity: float, tol: float = 1e-5, iters: int = 60) -> np.ndarray:
-    """Row-wise Gaussian affinities whose entropy matches log(perplexity) (binary search on beta)."""
-    n = d2.shape[0]
-    target = np.log(perplexity)
-    p = np.zeros((n, n))
-    for i in range(n):
-        di = np.delete(d2[i], i)
-        lo, hi, beta = 0.0, np.inf, 1.0
-        for _ in range(iters):
-            w = np.exp(-(di - di.min()) * beta)
-            s = w.sum()
-            h = np.log(s) + beta * np.sum((di - di.min()) * w) / s
-            if abs(h - target) < tol:
-                break
-            if h > target:
-                lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
-            else:
-                hi, beta = beta, (beta + lo) / 2
-        p[i, np.arange(n) != i] = w / s
-    return p
-
-
-def exact_tsne(x: np.ndarray, perplexity: float = 30.0, iters: int = 750, seed: int = 0,
-               learning_rate: float | None = None) -> np.ndarray:
-    """Exact t-SNE (van der Maaten & Hinton 2008) of ``x`` ``(N, D)`` -> ``(N, 2)``.
-
-    Symmetrised Gaussian affinities at the given perplexity (clipped to ``(N-1)/3``), Student-t
-    low-dimensional kernel, gradient descent with momentum 0.5 -> 0.8, per-parameter gains and
-    early exaggeration 12 for the first 250 iterations.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    if n < 3:
-        raise InputError(f"t-SNE needs at least 3 points, got {n}")
-    perplexity = float(max(1.5, min(perplexity, (n - 1) / 3.0)))
-    sq = (x * x).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
-    d2 /= max(d2.max(), 1e-12)  # scale-free: the perplexity search starts at beta = 1
-    p = _conditional_p(d2, perplexity)
-    p = np.maximum((p + p.T) / (2.0 * n), 1e-12)
-    rng = np.random.default_rng(seed)
-    y = rng.normal(0, 1e-4, (n, 2))
-    vel, gains = np.zeros_like(y), np.ones_like(y)
-    lr = learning_rate or max(n / 12.0 / 4.0, 50.0)
-    exag = 250 if iters > 250 else iters // 3
-    for it in range(int(iters)):
-        pp = p * 12.0 if it < exag else p
-        yy = (y * y).sum(1)
-        num = 1.0 / (1.0 + np.maximum(yy[:, None] + yy[None, :] - 2 * y @ y.T, 0.0))
-        np.fill_diagonal(num, 0.0)
-        q = np.maximum(num / num.sum(), 1e-12)
-        w = (pp - q) * num
-        grad = 4.0 * ((np.diag(w.sum(1)) - w) @ y)
-        same = np.sign(grad) == np.sign(vel)
-        gains = np.where(same, gains * 0.8, gains + 0.2).clip(0.01)
-        mom = 0.5 if it < exag else 0.8
-        vel = mom * vel - lr * gains * grad
-        y = y + vel
-        y -= y.mean(0)
-    return y
-
-
 def tsne(x: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE of ``x``: scikit-learn when installed, else :func:`exact_tsne`."""
+    """2-D t-SNE of ``x`` ``(N, D)`` -> ``(N, 2)`` (scikit-learn, PCA initialisation).
+
+    The perplexity is clipped to ``(N - 1) / 3`` (and at least 1.5), so a small gallery still
+    embeds; fewer than 3 points is an :class:`InputError`.
+    """
+    from sklearn.manifold import TSNE
+
     x = np.asarray(x, dtype=np.float64)
-    try:
-        from sklearn.manifold import TSNE
-    except ImportError:
-        return exact_tsne(x, perplexity=perplexity, seed=seed)
+    if x.ndim != 2 or x.shape[0] < 3:
+        raise InputError(f"t-SNE needs at least 3 points, got {x.shape[0] if x.ndim else 0}")
     perp = float(max(1.5, min(perplexity, (x.shape[0] - 1) / 3.0)))
     return TSNE(n_components=2, perplexity=perp, random_state=seed, init="pca").fit_transform(x)
 
