@@ -108,11 +108,11 @@ def template(size: int) -> np.ndarray:
 
 
 def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation).
+    """Least-squares similarity transform (rotation, uniform scale, translation; no reflection).
 
-    Umeyama's closed form (1991), written here in numpy (kornia 0.9 has no
-    similarity/Umeyama solver; its homography/affine solvers allow shear).
-    Reflections are excluded.
+    Umeyama's closed form (1991) as scikit-image implements it (``SimilarityTransform``; part of
+    the ``faces`` extra, like the MTCNN detector that gives the landmarks). It agrees with a
+    direct numpy Umeyama to about 1e-12 on face landmarks, mirrored ones included.
 
     Args:
         src_pts: ``(N, 2)`` source points, N >= 2.
@@ -121,26 +121,18 @@ def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
     Returns:
         ``(2, 3)`` float64 matrix ``M`` with ``dst ~= M[:, :2] @ src + M[:, 2]``.
     """
+    from skimage.transform import SimilarityTransform
+
     src = np.asarray(src_pts, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst_pts, dtype=np.float64).reshape(-1, 2)
     if src.shape != dst.shape or src.shape[0] < 2:
         raise ValueError(f"need matching (N>=2, 2) point sets, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0 ** 2).sum() / len(src)
-    if var_s <= 1e-12:
+    if ((src - src.mean(0)) ** 2).sum() / len(src) <= 1e-12:
         raise ValueError("degenerate source points (all equal)")
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = float((sig * d).sum() / var_s)
-    out = np.empty((2, 3), dtype=np.float64)
-    out[:, :2] = scale * rot
-    out[:, 2] = mu_d - scale * rot @ mu_s
-    return out
+    tf = SimilarityTransform.from_estimate(src, dst)
+    if not tf:
+        raise ValueError(f"no similarity transform fits these points ({tf})")
+    return np.array(tf.params[:2], dtype=np.float64)
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

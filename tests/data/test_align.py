@@ -39,6 +39,23 @@ def test_umeyama_recovers_a_similarity():
     # reflections are never returned
     m2 = estimate_similarity(src, dst * [-1, 1])
     assert np.linalg.det(m2[:, :2]) > 0
+    with pytest.raises(ValueError, match="degenerate"):
+        estimate_similarity(np.ones((5, 2)), dst)
+
+
+def test_similarity_matches_a_direct_umeyama_on_noisy_landmarks():
+    """scikit-image's estimate is Umeyama's least-squares solution (no reflection)."""
+    rng = np.random.default_rng(1)
+    dst = template(128).astype(np.float64)
+    for trial in range(50):
+        src = dst @ rng.normal(0, 2, (2, 2)) + rng.uniform(-200, 200, 2) + rng.normal(0, 5, (5, 2))
+        m = estimate_similarity(src, dst)
+        mu_s, mu_d = src.mean(0), dst.mean(0)
+        u, sig, vt = np.linalg.svd((dst - mu_d).T @ (src - mu_s) / 5)
+        d = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+        scale = (sig * d).sum() / (((src - mu_s) ** 2).sum() / 5)
+        rot = scale * u @ np.diag(d) @ vt
+        assert np.allclose(m[:, :2], rot, atol=1e-9) and np.allclose(m[:, 2], mu_d - rot @ mu_s, atol=1e-6)
 
 
 def test_detect_returns_five_float32_landmarks(aligned):
