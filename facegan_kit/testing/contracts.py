@@ -91,7 +91,7 @@ def check_controller(ctrl: Any, *, batch: int = 6, check_errors: bool = True) ->
 # -- losses -----------------------------------------------------------------------------------
 def tiny_step_context(batch: int = 4, image_size: int = 16, num_classes: int = 6, seed: int = 0,
                       with_encoder: bool = True):
-    """A :class:`~facegan_kit.train.context.StepContext` from tiny built-in components
+    """The trainer's step context (a :class:`facegan_kit.StepContext`) from tiny built-in components
     (``conv-encoder``, ``exprgan-fctrl``, ``exprgan-decoder``, ``exprgan-dimg``, ``exprgan-q``,
     ``dz-mlp``) with a forward pass done, for testing loss terms."""
     from facegan_kit.pm import default_registry

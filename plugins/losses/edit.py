@@ -17,7 +17,6 @@ and made the run 1.7x slower, so no shipped recipe uses it; it is there to try a
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from facegan_kit import StepContext, bce_logits
