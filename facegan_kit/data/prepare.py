@@ -266,37 +266,42 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
     rep.skipped += dead_links
     for i, rec in enumerate(records):
         rel = names.get(rec.path) or _relative(rec.path, root)
-        subject = _safe(rec.subject)  # index.csv and the folder name agree
-        try:
-            img = read_image(rec.path, max_pixels=max_pixels)
-            if align:
-                face, det = aligner.align_face(img, policy=policy)
-                crop, lms, score = face.crop, face.landmarks_in_crop.reshape(-1), det.score
-            else:
-                crop, lms, score = resize_square(img, int(size), Image.Resampling.BICUBIC), None, 1.0
-            dest = Path("images") / subject / _crop_name(rel, rec.expression, used_names)
-            write_png_atomic(out / dest, crop)
-        except ImageReadError as exc:
-            rep.skipped.append(SkippedFile(str(rec.path), exc.reason, exc.detail))
-        except InputError as exc:  # FaceCountError and friends
-            reason = getattr(exc, "reason", "error")
-            rep.skipped.append(SkippedFile(str(rec.path), reason, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
-            msg = " ".join(f"{type(exc).__name__}: {exc}".split())
-            rep.skipped.append(SkippedFile(str(rec.path), "error", msg))
-        else:
-            rows.append({
-                "path": dest.as_posix(), "subject": subject, "expression": rec.expression,
-                "expression_name": label_name(rec.expression), "source": rel,
-                "landmarks": "" if lms is None else " ".join(f"{v:.2f}" for v in lms),
-                "score": f"{score:.4f}",
-            })
+        got = _crop_one(rec, rel, out, int(size), aligner if align else None, policy, max_pixels, used_names)
+        (rep.skipped if isinstance(got, SkippedFile) else rows).append(got)
         if progress is not None:
             progress(i + 1, len(records))
 
     rep.seconds = time.perf_counter() - t0
     _write_index_and_report(out, rows, rep)
     return rep
+
+
+def _crop_one(rec, rel: str, out: Path, size: int, aligner, policy: str, max_pixels: int,
+              used_names: set) -> dict | SkippedFile:
+    """Read, align (or centre-crop without an ``aligner``) and write one record's face: its
+    ``index.csv`` row, or why it was skipped (one bad file never stops the run)."""
+    subject = _safe(rec.subject)  # index.csv and the folder name agree
+    try:
+        img = read_image(rec.path, max_pixels=max_pixels)
+        if aligner is not None:
+            face, det = aligner.align_face(img, policy=policy)
+            crop, lms, score = face.crop, face.landmarks_in_crop.reshape(-1), det.score
+        else:
+            crop, lms, score = resize_square(img, size, Image.Resampling.BICUBIC), None, 1.0
+        dest = Path("images") / subject / _crop_name(rel, rec.expression, used_names)
+        write_png_atomic(out / dest, crop)
+    except ImageReadError as exc:
+        return SkippedFile(str(rec.path), exc.reason, exc.detail)
+    except InputError as exc:  # FaceCountError and friends
+        return SkippedFile(str(rec.path), getattr(exc, "reason", "error"), str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+        return SkippedFile(str(rec.path), "error", " ".join(f"{type(exc).__name__}: {exc}".split()))
+    return {
+        "path": dest.as_posix(), "subject": subject, "expression": rec.expression,
+        "expression_name": label_name(rec.expression), "source": rel,
+        "landmarks": "" if lms is None else " ".join(f"{v:.2f}" for v in lms),
+        "score": f"{score:.4f}",
+    }
 
 
 def _write_index_and_report(out: Path, rows: List[dict], rep: PrepareReport) -> None:
