@@ -40,6 +40,16 @@ def test_weights_convert_round_trips(run, tmp_path):
     assert code != 0 and "not VGG-Face" in err and not (tmp_path / "o.safetensors").exists()
 
 
+def test_weights_kinds_are_the_backbones_that_read_files(run, tmp_path):
+    _fake_vgg(tmp_path / "vgg.pth")
+    code, _, err = run("weights", "convert", tmp_path / "vgg.pth", tmp_path / "a.safetensors", "--kind", "alexnet")
+    assert code != 0 and "unknown weights kind 'alexnet' (known: facenet, vggface)" in err, err
+    code, _, err = run("weights", "convert", tmp_path / "vgg.pth", tmp_path / "a.safetensors", "--kind", "synthetic-id")
+    assert code != 0 and "unknown weights kind 'synthetic-id'" in err, err  # trained, not converted
+    code, _, err = run("weights", "convert", tmp_path / "vgg.pth", tmp_path / "f.safetensors", "--kind", "facenet")
+    assert code != 0 and "not facenet-pytorch" in err, err
+
+
 def test_embed_no_align_prints_json_lines(run, tmp_path):
     pytest.importorskip("dlib")
     from facegan_kit.data.synthetic import render_face, subject_attributes
