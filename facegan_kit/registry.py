@@ -17,7 +17,7 @@ KINDS: dict[str, str] = {
     "regularizer": "discriminator features -> predicted expression code (the paper's Q)",
     "loss": "a training objective term, named in a stage's `losses` table",
     "dataset": "a source of labelled face images",
-    "metric": "a measurement of a trained model (eval/bench)",
+    "metric": "a measurement of a trained model that `facegan eval` adds to its report",
     "backbone": "a frozen pretrained network giving identity features/embeddings",
 }
 
