@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 
@@ -63,7 +62,3 @@ class StepContext:
         """Forget memoised forwards (called between the D step and the G step)."""
         self.cache.clear()
 
-
-def bce_logits(logit: Tensor, target: float) -> Tensor:
-    """Sigmoid cross-entropy against a constant target (the official code's adversarial loss)."""
-    return nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target))

@@ -126,7 +126,7 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
     return ctx
 
 
-def _weighted(ctx: StepContext, plan: StagePlan, side: str, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+def _weighted(ctx: StepContext, plan: StagePlan, side: str) -> tuple[Tensor, dict[str, Tensor]]:
     parts: dict[str, Tensor] = {}
     total = None
     for name, (weight, term) in plan.terms.items():
@@ -139,7 +139,7 @@ def _weighted(ctx: StepContext, plan: StagePlan, side: str, step: int) -> tuple[
     return total, parts
 
 
-def check_finite(parts: dict[str, Tensor], step: int) -> str | None:
+def check_finite(parts: dict[str, Tensor]) -> str | None:
     """Name of the first non-finite loss term, or None (one host sync for all terms)."""
     if not parts:
         return None
@@ -171,7 +171,7 @@ def _update(ctx: StepContext, plan: StagePlan, opt: torch.optim.Optimizer, step:
     ctx.new_phase()
     opt.zero_grad(set_to_none=True)
     with hooks.autocast():
-        total, parts = _weighted(ctx, plan, side, step)
+        total, parts = _weighted(ctx, plan, side)
     if total is None:
         return parts
     if hooks.check_finite and _bad(parts, step, on_nonfinite, hooks.any_rank):
@@ -185,7 +185,7 @@ def _update(ctx: StepContext, plan: StagePlan, opt: torch.optim.Optimizer, step:
 
 def _bad(parts: dict[str, Tensor], step: int, on_nonfinite: str,
          any_rank: Callable[[bool], bool] | None = None) -> bool:
-    name = check_finite(parts, step)
+    name = check_finite(parts)
     if any_rank is not None and any_rank(name is not None) and name is None:
         name = "(in another process)"
     if name is None:
