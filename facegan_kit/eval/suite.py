@@ -15,18 +15,18 @@ networks the model never trained against (see :mod:`facegan_kit.eval.judges`):
 - the neutral-code rate (share of neutral-code renderings the judge calls neutral);
 - realism: ``fer_feature_frechet`` between the test images and the edits.
 
-On the synthetic faces the ground-truth oracles (:mod:`facegan_kit.data.oracles`) add the same
+On the synthetic faces the ground-truth oracles (:mod:`facegan_kit.eval.oracles`) add the same
 measurements beside the judges (keys prefixed ``oracle_``), plus two identity measures: the
 *kept* rate (each edit's predicted attributes are nearer its own subject's faces than any other
-subject's faces of the split: the issue's "closer to the source than to any other subject") and
+subject's faces of the split: closer to the source than to any other subject) and
 the stricter *match* rate against the true attributes of all subjects of the dataset.
 
 Keys whose judge is unavailable are ``None`` and ``notes`` says why.
 """
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +36,17 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from facegan_kit import EXPRESSIONS
+from facegan_kit.apps import load_editor
 from facegan_kit.data.base import FaceData, FaceSplit, to_float
 from facegan_kit.errors import CheckpointError, InputError
 from facegan_kit.eval.metrics import (  # noqa: F401 (re-exported: the suite's key tables)
     KEY_SOURCE, PER_CLASS_KEYS, SCALAR_KEYS, check_metrics, save_metrics)
-
-#: The continuous intensity path the suite walks (the paper's levels are the controller's).
-PATH_T = (0.2, 0.4, 0.6, 0.8, 1.0)
-#: Class index of "neutral" in the judges' and oracles' outputs.
-NEUTRAL_INDEX = len(EXPRESSIONS)
+from facegan_kit.eval.scoring import (  # noqa: F401 (NEUTRAL_INDEX: kept importable from here)
+    NEUTRAL_INDEX, PATH_T, Renders, score_expression_judge, score_identity_judge, score_oracles,
+    score_reconstruction, true_attributes)
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_editor(path: str | Path, device: str = "cpu"):
-    """:meth:`Editor.from_checkpoint` (kept as a name other modules import)."""
-    from facegan_kit.edit import Editor
-
-    return Editor.from_checkpoint(path, device=device)
-
-
 def data_table(recipe, data: str | Path | None) -> dict[str, Any]:
     """The ``[data]`` table to evaluate on: the recipe's own (``None``), the synthetic faces
     (``"synthetic"``: the recipe's table when it already is synthetic), a table (a ``dict``
@@ -120,7 +112,7 @@ def _load_oracles(oracles, is_synthetic: bool, notes: list[str]):
         return None
     if not is_synthetic:
         return None
-    from facegan_kit.data import oracles as oracle_mod
+    from facegan_kit.eval import oracles as oracle_mod
 
     if not isinstance(oracles, (str, oracle_mod.OracleConfig)):
         return oracles
@@ -138,7 +130,7 @@ def _load_oracles(oracles, is_synthetic: bool, notes: list[str]):
 
 def _oracle_name(orc) -> str:
     """Which oracles judged (numbers from different oracle versions do not compare)."""
-    from facegan_kit.data.oracles import ORACLE_VERSION, Oracles
+    from facegan_kit.eval.oracles import ORACLE_VERSION, Oracles
 
     return f"synthetic ground-truth oracles v{ORACLE_VERSION}" if isinstance(orc, Oracles) \
         else f"synthetic ground-truth oracles ({type(orc).__name__})"
@@ -153,6 +145,83 @@ def identity_backbones(recipe_raw: dict) -> set[str]:
     """The backbones of the recipe's ``identity`` losses (``dlib-resnet`` when not named)."""
     return {table.get("backbone", "dlib-resnet") for table in (recipe_raw.get("losses") or {}).values()
             if isinstance(table, dict) and table.get("type") == "identity"}
+
+
+# -- select and render ----------------------------------------------------------------------
+@dataclass
+class _Selection:
+    """The faces to evaluate and where they came from."""
+
+    table: dict[str, Any]  # the [data] table
+    fdata: FaceData
+    held: FaceSplit  # every photo of the split's kept subjects, neutral ones included
+    faces: FaceSplit  # the expressive sources, at most max_faces of them
+    source_row: np.ndarray  # each source's row in ``held``
+    is_synthetic: bool
+
+
+def _select(editor, data, split: str, subjects, max_subjects: int | None, max_faces: int | None,
+            notes: list[str]) -> _Selection:
+    """The split's faces: only ``subjects``, then ``max_subjects`` of them, then the expressive
+    frames (the sources the protocol edits), then ``max_faces`` evenly spread."""
+    table = data_table(editor.recipe, data)
+    fdata = build_data(table)
+    faces: FaceSplit = getattr(fdata, split)
+    if len(faces) == 0:
+        raise InputError(f"the {split} split of {fdata.name} is empty")
+    faces = FaceSplit(faces.images, faces.expression, faces.subject,
+                      {**faces.extra, "row": torch.arange(len(faces))})  # rows survive select()
+    if subjects is not None:
+        wanted = torch.as_tensor(list(subjects), dtype=faces.subject.dtype)
+        missing = sorted(set(wanted.tolist()) - set(faces.subject.unique().tolist()))
+        if missing:
+            raise InputError(f"subjects: {missing[:5]} not in the {split} split of {fdata.name}")
+        faces = faces.select(torch.nonzero(torch.isin(faces.subject, wanted)).squeeze(1))
+    if max_subjects is not None:
+        ids = faces.subject.unique()
+        keep = ids[pick_faces(len(ids), max_subjects)]
+        faces = faces.select(torch.nonzero(torch.isin(faces.subject, keep)).squeeze(1))
+    held = faces
+    n_cls = min(editor.controller.num_classes, len(EXPRESSIONS))
+    expressive = faces.expression < n_cls
+    source_row = torch.nonzero(expressive).squeeze(1)
+    if not bool(expressive.all()):  # neutral frames: the protocol edits the six expressions' faces
+        notes.append(f"{int((~expressive).sum())} neutral faces of the {split} split left out (sources "
+                     "are the expressive frames, as in the paper's protocol)")
+        faces = faces.select(torch.nonzero(expressive).squeeze(1))
+    idx = pick_faces(len(faces), max_faces)
+    faces = faces.select(idx)
+    return _Selection(table, fdata, held, faces, source_row[idx].numpy(),
+                      is_synthetic=table.get("type") == "synthetic" and "attrs" in faces.extra)
+
+
+def _render(editor, faces: FaceSplit, batch_size: int, notes: list[str]) -> Renders:
+    """Encode every face once, then decode it with each expression, its own, the neutral code."""
+    ctrl, size = editor.controller, editor.image_size
+    n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
+    x = to_float(faces.images)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    labels = faces.expression.clone()
+    g = torch.cat([editor.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def render(code: Tensor) -> Tensor:
+        code = code.to(editor.device)
+        codes = code.expand(len(g), -1) if code.dim() == 1 else code
+        return torch.cat([editor.decode(g[i:i + batch_size], codes[i:i + batch_size]).cpu()
+                          for i in range(0, len(g), batch_size)]).clamp(-1, 1)
+
+    edits = torch.stack([render(ctrl.intensity_code(k, 1.0)) for k in range(n_cls)])  # (K, N, 3, S, S)
+    own = torch.stack([ctrl.intensity_code(int(k), 1.0) for k in labels.clamp(max=n_cls - 1)])
+    recon = render(own)
+    neutral = render(ctrl.neutral_code())
+    levels = list(range(1, int(ctrl.levels) + 1))
+    if len(levels) < 2:
+        notes.append(f"The controller has {len(levels)} intensity level(s), so monotonicity over levels is "
+                     "undefined (CAAE-style label codes have no levels); only the continuous path is measured.")
+    return Renders(x, labels, edits, recon, neutral, levels,
+                   level_codes=[[ctrl.level_code(k, lv) for k in range(n_cls)] for lv in levels],
+                   path_codes=[[ctrl.intensity_code(k, t) for k in range(n_cls)] for t in PATH_T], render=render)
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -182,7 +251,7 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         expression_judge, identity_judge: ``"auto"`` (load; a missing asset becomes a note),
             ``None`` (skip) or a judge object.
         oracles: ``"auto"`` (the cached oracles, trained on first use, synthetic data only),
-            an :class:`~facegan_kit.data.oracles.OracleConfig`, an ``Oracles`` object, or ``None``.
+            an :class:`~facegan_kit.eval.oracles.OracleConfig`, an ``Oracles`` object, or ``None``.
         batch_size: images per decoder call.
 
     Returns:
@@ -197,111 +266,50 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         raise CheckpointError("evaluation needs a model with an encoder")
     if split not in ("test", "train"):
         raise InputError(f"split must be 'test' or 'train', got {split!r}")
-    table = data_table(editor.recipe, data)
-    fdata = build_data(table)
-    faces: FaceSplit = getattr(fdata, split)
-    if len(faces) == 0:
-        raise InputError(f"the {split} split of {fdata.name} is empty")
-    faces = FaceSplit(faces.images, faces.expression, faces.subject,
-                      {**faces.extra, "row": torch.arange(len(faces))})  # rows survive select()
-    if subjects is not None:
-        wanted = torch.as_tensor(list(subjects), dtype=faces.subject.dtype)
-        missing = sorted(set(wanted.tolist()) - set(faces.subject.unique().tolist()))
-        if missing:
-            raise InputError(f"subjects: {missing[:5]} not in the {split} split of {fdata.name}")
-        faces = faces.select(torch.nonzero(torch.isin(faces.subject, wanted)).squeeze(1))
-    if max_subjects is not None:
-        ids = faces.subject.unique()
-        keep = ids[pick_faces(len(ids), max_subjects)]
-        faces = faces.select(torch.nonzero(torch.isin(faces.subject, keep)).squeeze(1))
     notes: list[str] = []
-    ctrl = editor.controller
-    n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
-    held = faces  # every photo of the split, neutral ones included (real-face ceilings)
-    expressive = faces.expression < n_cls
-    source_row = torch.nonzero(expressive).squeeze(1)
-    if not bool(expressive.all()):  # neutral frames: the protocol edits the six expressions' faces
-        notes.append(f"{int((~expressive).sum())} neutral faces of the {split} split left out (sources "
-                     "are the expressive frames, as in the paper's protocol)")
-        faces = faces.select(torch.nonzero(expressive).squeeze(1))
-    idx = pick_faces(len(faces), max_faces)
-    faces = faces.select(idx)
-    source_row = source_row[idx].numpy()
-    is_synthetic = table.get("type") == "synthetic" and "attrs" in faces.extra
+    sel = _select(editor, data, split, subjects, max_subjects, max_faces, notes)
     ej, ij = _load_judges(expression_judge, identity_judge, notes)
-    orc = _load_oracles(oracles, is_synthetic, notes)
-
-    size = editor.image_size
-    x = to_float(faces.images)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    labels = faces.expression.clone()
-    g = torch.cat([editor.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-    def render(code: Tensor) -> Tensor:
-        """Decode every face with one code ``(C,)`` or per-face codes ``(N, C)``."""
-        code = code.to(editor.device)
-        codes = code.expand(len(g), -1) if code.dim() == 1 else code
-        return torch.cat([editor.decode(g[i:i + batch_size], codes[i:i + batch_size]).cpu()
-                          for i in range(0, len(g), batch_size)]).clamp(-1, 1)
-
-    edits = torch.stack([render(ctrl.intensity_code(k, 1.0)) for k in range(n_cls)])  # (K, N, 3, S, S)
-    own = torch.stack([ctrl.intensity_code(int(k), 1.0) for k in labels.clamp(max=n_cls - 1)])
-    recon = render(own)
-    neutral = render(ctrl.neutral_code())
-    levels = list(range(1, int(ctrl.levels) + 1))
-    flat_edits = edits.flatten(0, 1)
-    target = torch.arange(n_cls).repeat_interleave(len(x))  # class of each row of flat_edits
-
-    from facegan_kit.eval import judges
+    orc = _load_oracles(oracles, sel.is_synthetic, notes)
+    r = _render(editor, sel.faces, batch_size, notes)
 
     m: dict[str, Any] = {k: None for k in (*SCALAR_KEYS, *PER_CLASS_KEYS)}
-    m["recon_l1"] = judges.l1(recon, x)
-    m["recon_psnr"] = _finite(judges.psnr(recon, x))
-    m["recon_ssim"] = judges.ssim(recon, x, window_size=min(11, _odd(size)))
-
-    def sweep(prob_fn, codes_of) -> np.ndarray:
-        """(K*N, steps) target-class probability (or any per-image score) along a code sweep."""
-        cols = []
-        for step_codes in codes_of:
-            vals = [prob_fn(render(step_codes[k]), k) for k in range(n_cls)]
-            cols.append(torch.cat(vals))
-        return torch.stack(cols, dim=1).numpy()
-
-    level_codes = [[ctrl.level_code(k, lv) for k in range(n_cls)] for lv in levels]
-    path_codes = [[ctrl.intensity_code(k, t) for k in range(n_cls)] for t in PATH_T]
-    if len(levels) < 2:
-        notes.append(f"The controller has {len(levels)} intensity level(s), so monotonicity over levels is "
-                     "undefined (CAAE-style label codes have no levels); only the continuous path is measured.")
-
+    m.update(score_reconstruction(r))
     if ej is not None:
-        m.update(_class_scores(ej.probs, "", "judge_", flat_edits, target, x, labels, neutral, n_cls))
-
-        def judge_prob(imgs, k):
-            return ej.probs(imgs)[:, k]
-
-        if len(levels) >= 2:
-            m["intensity_rho_levels"] = _nan_to_none(judges.spearman_rho(levels, sweep(judge_prob, level_codes)))
-        m["intensity_rho_continuous"] = _nan_to_none(judges.spearman_rho(PATH_T, sweep(judge_prob, path_codes)))
-        if len(x) >= 2:
-            m["fer_feature_frechet"] = judges.realism_score(ej.features(x), ej.features(flat_edits))
-        else:
-            notes.append("fer_feature_frechet needs at least two faces.")
-
-    id_n = len(x) if identity_faces is None else min(len(x), identity_faces)
+        m.update(score_expression_judge(ej, r, notes))
+    id_n = len(r.x) if identity_faces is None else min(len(r.x), identity_faces)
     if ij is not None and id_n > 0:
-        sel = pick_faces(len(x), id_n)
-        src = ij.embed(x[sel])
-        edt = ij.embed(edits[:, sel].flatten(0, 1)).reshape(n_cls, len(sel), -1)
-        dist = ij.distance(src[None], edt)  # (K, n)
-        m["identity_distance_median"] = float(np.median(dist))
-        m["identity_rate_under_0.6"] = float((dist < ij.SAME_PERSON_THRESHOLD).mean())
-        if id_n < len(x):
-            notes.append(f"Identity was judged on {id_n} of the {len(x)} faces (and their edits) "
-                         "to keep the dlib judge's CPU time bounded.")
+        m.update(score_identity_judge(ij, r, pick_faces(len(r.x), id_n), notes))
+    uses_judge = _training_notes(editor.recipe.raw, sel.is_synthetic, notes)
+    gallery = None
+    if orc is not None:
+        gallery = true_attributes(sel.fdata)
+        m.update(score_oracles(orc, r, sel.faces.subject, gallery))
+    elif not sel.is_synthetic:
+        notes.append("Not the synthetic dataset: there is no ground truth, so only the judges report, "
+                     "each beside its ceiling on the real photos (ceiling_* keys).")
+        m.update(_score_real(editor, sel, split, r, ej, ij, identity_faces, batch_size, notes))
 
-    uses_judge = identity_loss_uses_judge(editor.recipe.raw)
-    if "synthetic-id" in identity_backbones(editor.recipe.raw) and is_synthetic:
+    result = {**m, "notes": notes, "identity_loss_uses_judge": uses_judge,
+              **_describe(ckpt, editor, sel, split, r, id_n if ij is not None else 0, gallery),
+              "judges": _judge_names(ej, ij, orc)}
+    from facegan_kit.eval.plugin_metrics import MetricInputs, run_metrics  # registered `metric` components
+
+    result["plugin_metrics"] = run_metrics(MetricInputs(editor, r.x, r.labels, sel.faces.subject, r.recon, r.edits,
+                                                        r.neutral, result), notes)
+    result["seconds"] = round(time.perf_counter() - t_start, 2)
+    if out is not None:
+        from facegan_kit.eval.report import write_eval_report
+
+        write_eval_report(result, Path(out), editor=editor, x=r.x, recon=r.recon, edits=r.edits, neutral=r.neutral,
+                          labels=r.labels)
+    return result
+
+
+def _training_notes(recipe_raw: dict, is_synthetic: bool, notes: list[str]) -> bool:
+    """Say when the model trained against a network that (or whose data) also judges it;
+    returns whether its identity loss used the identity judge itself."""
+    uses_judge = identity_loss_uses_judge(recipe_raw)
+    if "synthetic-id" in identity_backbones(recipe_raw) and is_synthetic:
         notes.append("This model was trained with an identity loss on synthetic-id, a face-recognition "
                      "network trained on other synthetic people. The oracle that scores identity here is "
                      "a different network (it regresses the true attributes of yet other people), but both "
@@ -310,109 +318,45 @@ def evaluate(ckpt, data: str | Path | None = None, *, split: str = "test", max_f
         notes.append("This model was trained with an identity loss computed by dlib's face-recognition "
                      "ResNet, the same network that judges identity here. The identity numbers are "
                      "therefore not independent: the generator was optimised against this judge.")
+    return uses_judge
 
-    gallery_size = None
-    if orc is not None:
-        m.update(_class_scores(orc.expression_probs, "oracle_", "oracle_", flat_edits, target, x, labels, neutral,
-                               n_cls))
-        gallery = _gallery(fdata)
-        gallery_size = len(gallery)
-        from facegan_kit.eval.judges import identity_match_rate
 
-        m["oracle_identity_match_rate"] = identity_match_rate(
-            orc, None, flat_edits, faces.subject.repeat(n_cls), gallery)
-        src_attrs = orc.attrs(x)
-        m["oracle_identity_kept_rate"] = judges.identity_kept_rate(
-            orc.attrs(flat_edits), src_attrs, faces.subject, torch.arange(len(x)).repeat(n_cls))
-        m["oracle_recon_identity_kept_rate"] = judges.identity_kept_rate(
-            orc.attrs(recon), src_attrs, faces.subject, torch.arange(len(x)))
+def _score_real(editor, sel: _Selection, split: str, r: Renders, ej, ij, identity_faces, batch_size: int,
+                notes: list[str]) -> dict[str, Any]:
+    """Real photos: each judge beside its ceiling on the photos themselves
+    (:func:`facegan_kit.eval.real.score_real`; prepared folders are also read at their own size)."""
+    from facegan_kit.eval.real import score_real
 
-        def oracle_intensity(imgs, k):
-            return orc.intensity(imgs)
+    native = getattr(build_data({**sel.table, "size": 0}), split) if sel.table.get("type") == "prepared" else None
+    real_m, real_notes = score_real(editor, sel.held, native, r.x, sel.source_row, r.edits, ej, ij,
+                                    identity_faces=identity_faces, batch_size=batch_size)
+    notes.extend(real_notes)
+    return real_m
 
-        if len(levels) >= 2:
-            m["oracle_intensity_rho_levels"] = _nan_to_none(
-                judges.spearman_rho(levels, sweep(oracle_intensity, level_codes)))
-        m["oracle_intensity_rho_continuous"] = _nan_to_none(
-            judges.spearman_rho(PATH_T, sweep(oracle_intensity, path_codes)))
-    elif not is_synthetic:
-        notes.append("Not the synthetic dataset: there is no ground truth, so only the judges report, "
-                     "each beside its ceiling on the real photos (ceiling_* keys).")
-        from facegan_kit.eval.real import score_real
 
-        native = getattr(build_data({**table, "size": 0}), split) if table.get("type") == "prepared" else None
-        real_m, real_notes = score_real(editor, held, native, x, source_row, edits, ej, ij,
-                                        identity_faces=identity_faces, batch_size=batch_size)
-        m.update(real_m)
-        notes.extend(real_notes)
-
-    result = {
-        **m,
-        "notes": notes,
-        "identity_loss_uses_judge": uses_judge,
+def _describe(ckpt, editor, sel: _Selection, split: str, r: Renders, identity_faces: int,
+              gallery: dict | None) -> dict[str, Any]:
+    """What was measured, on what."""
+    return {
         "checkpoint": str(ckpt) if not hasattr(ckpt, "models") else None,
         "recipe": editor.recipe.name,
-        "data": fdata.name,
-        "data_table": table,
+        "data": sel.fdata.name,
+        "data_table": sel.table,
         "split": split,
-        "faces": int(len(x)),
-        "subjects": int(faces.subject.unique().numel()),
-        "identity_faces": int(id_n) if ij is not None else 0,
-        "image_size": int(size),
-        "levels": len(levels),
+        "faces": int(len(r.x)),
+        "subjects": int(sel.faces.subject.unique().numel()),
+        "identity_faces": int(identity_faces),
+        "image_size": int(editor.image_size),
+        "levels": len(r.levels),
         "path_t": list(PATH_T),
-        "oracle_gallery_subjects": gallery_size,
-        "judges": {
-            "expression": "fer mini-Xception (FER2013)" if ej is not None else None,
-            "identity": "dlib face-recognition ResNet (threshold 0.6)" if ij is not None else None,
-            "oracles": _oracle_name(orc) if orc is not None else None,
-        },
+        "oracle_gallery_subjects": len(gallery) if gallery is not None else None,
     }
-    from facegan_kit.eval.plugin_metrics import MetricInputs, run_metrics  # registered `metric` components
-
-    result["plugin_metrics"] = run_metrics(MetricInputs(editor, x, labels, faces.subject, recon, edits, neutral,
-                                                        result), notes)
-    result["seconds"] = round(time.perf_counter() - t_start, 2)
-    if out is not None:
-        from facegan_kit.eval.report import write_eval_report
-
-        write_eval_report(result, Path(out), editor=editor, x=x, recon=recon, edits=edits, neutral=neutral,
-                          labels=labels)
-    return result
 
 
-def _class_scores(probs_fn, prefix: str, real_prefix: str, edits: Tensor, target: Tensor, x: Tensor,
-                  labels: Tensor, neutral: Tensor, n_cls: int) -> dict[str, Any]:
-    """Expression accuracy of the edits (overall, per class), on the real faces, and the neutral-code
-    rate, as judged by ``probs_fn`` (a judge's or the oracles' 7-way probabilities)."""
-    pred = probs_fn(edits).argmax(1)
+def _judge_names(ej, ij, orc) -> dict[str, str | None]:
+    """Who judged (None: that judge did not run)."""
     return {
-        f"{prefix}expression_accuracy": float((pred == target).double().mean()),
-        f"{prefix}expression_accuracy_per_class": {
-            EXPRESSIONS[k]: float((pred[target == k] == k).double().mean()) for k in range(n_cls)},
-        f"{real_prefix}accuracy_real": float((probs_fn(x).argmax(1) == labels).double().mean()),
-        f"{prefix}neutral_rate": float((probs_fn(neutral).argmax(1) == NEUTRAL_INDEX).double().mean()),
+        "expression": "fer mini-Xception (FER2013)" if ej is not None else None,
+        "identity": "dlib face-recognition ResNet (threshold 0.6)" if ij is not None else None,
+        "oracles": _oracle_name(orc) if orc is not None else None,
     }
-
-
-def _gallery(fdata: FaceData) -> dict[int, np.ndarray]:
-    """True identity attributes of every subject of both splits ``{subject: attrs}``."""
-    gallery: dict[int, np.ndarray] = {}
-    for part in (fdata.train, fdata.test):
-        if "attrs" not in part.extra:
-            continue
-        for s, a in zip(part.subject.tolist(), part.extra["attrs"]):
-            gallery.setdefault(int(s), a.numpy())
-    return gallery
-
-
-def _odd(n: int) -> int:
-    return n if n % 2 else n - 1
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def _nan_to_none(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
