@@ -24,6 +24,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,7 +130,7 @@ def peak_memory_mib(device_type: str) -> float:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train (unless ``spec["checkpoint"]``) and evaluate one recipe; picklable in and out, so it
-    also runs in a worker process. Keys of ``spec``: see :func:`bench`."""
+    also runs in a worker process. Keys of ``spec``: see :func:`_recipe_specs`."""
     from facegan_kit.apps import load_editor
     from facegan_kit.devices import resolve_device
     from facegan_kit.eval.suite import evaluate
@@ -239,121 +240,161 @@ def parse_checkpoints(text: str | None) -> dict[str, str]:
     return out
 
 
-def bench(recipes: Sequence[str], out: str | Path, *, data: str | Path | None = None, quick: bool = False,
-          checkpoints: dict[str, str] | None = None, max_steps: int | None = None, overrides: Sequence[str] = (),
-          split: str = "test", max_faces: int | None = None, identity_faces: int | None = 16,
-          device: str | None = None, isolate: bool = True, oracles: Any = "auto", latency_repeats: int = 20,
-          grid_faces: int = 3, batch_size: int | None = None, num_threads: int | None = None,
-          progress: bool = False, log=None) -> dict[str, Any]:
+@dataclass
+class BenchOptions:
+    """How :func:`bench` trains, evaluates and measures every recipe (``facegan bench``'s options).
+
+    Attributes:
+        data: ``None`` (each recipe's own), ``"synthetic"`` or a prepared-faces folder: the same for all.
+        quick: use ``recipes/<name>-quick.toml`` (32x32 synthetic faces on a CPU).
+        checkpoints: ``{name: checkpoint}`` to evaluate instead of training (names not in
+            ``recipes`` are added).
+        max_steps: training steps per recipe, spread over its stages by length (``None``: all).
+        overrides: ``--set`` overrides applied to every trained recipe.
+        split, max_faces, identity_faces, oracles: passed to :func:`~facegan_kit.eval.suite.evaluate`.
+        device: ``cpu``/``cuda``; default: CUDA when available.
+        isolate: run each recipe in a fresh process (its own peak memory).
+        latency_repeats, grid_faces: timed ``Editor.edit`` calls per recipe; faces in ``edits.png``.
+        batch_size: batch size of every stage of every trained recipe (``None``: the recipes').
+        num_threads: CPU threads for training, evaluation and latency (``None``: torch's default).
+        progress: show training progress bars.
+    """
+
+    data: str | Path | None = None
+    quick: bool = False
+    checkpoints: dict[str, str] | None = None
+    max_steps: int | None = None
+    overrides: Sequence[str] = ()
+    split: str = "test"
+    max_faces: int | None = None
+    identity_faces: int | None = 16
+    device: str | None = None
+    isolate: bool = True
+    oracles: Any = "auto"
+    latency_repeats: int = 20
+    grid_faces: int = 3
+    batch_size: int | None = None
+    num_threads: int | None = None
+    progress: bool = False
+
+
+def bench(recipes: Sequence[str], out: str | Path, options: BenchOptions | None = None, *, log=None,
+          **kwargs) -> dict[str, Any]:
     """Compare recipes on the same data, judges and measurements (see the module docstring).
 
     Args:
         recipes: recipe names (``"exprgan"``, ``"caae"``) or ``.toml`` paths.
         out: output folder.
-        data: ``None`` (each recipe's own data), ``"synthetic"`` or a prepared-faces folder; given
-            to every recipe so that all train and evaluate on the same data and split.
-        quick: use ``recipes/<name>-quick.toml`` (32x32 synthetic faces on a CPU).
-        checkpoints: ``{name: checkpoint}`` to evaluate instead of training (names not in
-            ``recipes`` are added).
-        max_steps: total training-step budget per recipe, spread over its stages in proportion
-            to their lengths (``None``: the full recipe).
-        overrides: ``--set`` overrides applied to every trained recipe.
-        batch_size: batch size of every stage of every trained recipe (``None``: the recipes').
-        split, max_faces, identity_faces, oracles: passed to :func:`~facegan_kit.eval.suite.evaluate`.
-        device: ``cpu``/``cuda``; default: CUDA when available.
-        isolate: run each recipe in a fresh process (its own peak memory).
-        latency_repeats: timed ``Editor.edit`` calls per recipe.
-        grid_faces: test faces in ``edits.png``.
-        num_threads: CPU threads for training, evaluation and latency (``None``: torch's default).
-        progress: show training progress bars.
+        options: a :class:`BenchOptions`; keyword arguments named like its fields set (or
+            override) them, e.g. ``bench(["caae"], out, quick=True, max_steps=60)``.
         log: ``print``-like callable for one-line progress messages.
 
     Returns:
         The report: ``{"recipes": {name: {"quality": {...}, "speed": {...}, "checkpoint": ...}},
         "device": {...}, "data": ..., "split": ..., "quick": ..., "max_steps": ..., "notes": [...]}``.
     """
-    from facegan_kit.eval.report import (
-        bench_edit_grid,
-        bench_markdown,
-        plot_bench_losses,
-        plot_bench_metrics,
-        save_json,
-    )
-    from facegan_kit.apps import load_editor
-    from facegan_kit.eval.suite import build_data
-
+    opts = replace(options or BenchOptions(), **kwargs)
     log = log or (lambda msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = dict(checkpoints or {})
+    specs = _recipe_specs(recipes, out, opts)
+    t0 = time.perf_counter()
+    notes = []
+    if opts.oracles is not None and _uses_synthetic(specs.values(), opts.data):
+        log("[bench] preparing the synthetic-data oracles (trained once, then cached) ...")
+        failed = _call(opts.isolate, warm_oracles, opts.oracles)
+        if failed:
+            notes.append(failed)
+    results = {key: _run_logged(key, spec, opts.isolate, log) for key, spec in specs.items()}
+    report = _report(results, specs, opts, notes, seconds=time.perf_counter() - t0)
+    _write_report(report, results, out, opts)
+    return report
+
+
+def _recipe_specs(recipes: Sequence[str], out: Path, opts: BenchOptions) -> dict[str, dict[str, Any]]:
+    """One :func:`run_one` spec per recipe (to train) or checkpoint (to evaluate), by name."""
+    checkpoints = dict(opts.checkpoints or {})
     names = list(dict.fromkeys([*recipes, *checkpoints]))
     if not names:
         raise InputError("bench: no recipes given")
     specs = {}
     for name in names:
         key = Path(name).stem if name.endswith(".toml") else name
-        spec = {"name": key, "out": str(out / key), "data": None if data is None else str(data), "split": split,
-                "max_faces": max_faces, "identity_faces": identity_faces, "device": device, "oracles": oracles,
-                "latency_repeats": latency_repeats, "progress": progress, "isolated": isolate,
-                "num_threads": num_threads or torch.get_num_threads(), "batch_size": batch_size}
+        spec = {"name": key, "out": str(out / key), "data": None if opts.data is None else str(opts.data),
+                "split": opts.split, "max_faces": opts.max_faces, "identity_faces": opts.identity_faces,
+                "device": opts.device, "oracles": opts.oracles, "latency_repeats": opts.latency_repeats,
+                "progress": opts.progress, "isolated": opts.isolate,
+                "num_threads": opts.num_threads or torch.get_num_threads(), "batch_size": opts.batch_size}
         if name in checkpoints:
             spec["checkpoint"] = str(Path(checkpoints[name]).resolve())
         else:
-            spec.update(recipe_path=str(recipe_path(name, quick)), overrides=list(overrides), max_steps=max_steps)
+            spec.update(recipe_path=str(recipe_path(name, opts.quick)), overrides=list(opts.overrides),
+                        max_steps=opts.max_steps)
         specs[key] = spec
-    results: dict[str, dict] = {}
-    t0 = time.perf_counter()
+    return specs
+
+
+def _call(isolate: bool, fn, *args):
+    """``fn(*args)`` here, or in a fresh process (``isolate``: its own peak memory)."""
+    if not isolate:
+        return fn(*args)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _run_logged(key: str, spec: dict[str, Any], isolate: bool, log) -> dict[str, Any]:
+    """:func:`run_one` with a line before and after; the thread count is restored after each."""
+    what = "evaluating" if spec.get("checkpoint") else f"training {Path(spec['recipe_path']).name} and evaluating"
+    log(f"[bench] {key}: {what} ...")
     threads_before = torch.get_num_threads()
-    def call(fn, *args):
-        if not isolate:
-            return fn(*args)
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            return pool.submit(fn, *args).result()
+    try:
+        result = _call(isolate, run_one, spec)
+    finally:
+        torch.set_num_threads(threads_before)
+    q, s = result["quality"], result["speed"]
+    log(f"[bench] {key}: expression accuracy {q.get('expression_accuracy')}, "
+        f"edit latency {s['edit_latency_ms']:.1f} ms, peak memory {s['peak_memory_mib']:.0f} MiB")
+    return result
 
-    notes = []
-    if oracles is not None and _uses_synthetic(specs.values(), data):
-        log("[bench] preparing the synthetic-data oracles (trained once, then cached) ...")
-        failed = call(warm_oracles, oracles)
-        if failed:
-            notes.append(failed)
-    for key, spec in specs.items():
-        what = "evaluating" if spec.get("checkpoint") else f"training {Path(spec['recipe_path']).name} and evaluating"
-        log(f"[bench] {key}: {what} ...")
-        try:
-            results[key] = call(run_one, spec)
-        finally:
-            torch.set_num_threads(threads_before)
-        q, s = results[key]["quality"], results[key]["speed"]
-        log(f"[bench] {key}: expression accuracy {q.get('expression_accuracy')}, "
-            f"edit latency {s['edit_latency_ms']:.1f} ms, peak memory {s['peak_memory_mib']:.0f} MiB")
 
+def _report(results: dict[str, dict], specs: dict[str, dict], opts: BenchOptions, notes: list[str],
+            seconds: float) -> dict[str, Any]:
+    """The report of :func:`bench` (each result's ``data_table`` moves to ``data_tables``)."""
     tables = {k: r.pop("data_table") for k, r in results.items()}
     if len({repr(sorted(t.items())) for t in tables.values() if t}) > 1:
         notes.append("The recipes were evaluated on different data tables: "
                      + "; ".join(f"{k}: {t}" for k, t in tables.items()) + " (pass --data to use the same).")
-    if not isolate:
+    if not opts.isolate:
         notes.append("Recipes ran in one process: each peak memory is the process's peak so far.")
-    report = {
+    return {
         "recipes": results,
-        "device": {**device_info(device), "threads": num_threads or torch.get_num_threads()},
-        "data": str(data) if data is not None else "each recipe's own",
+        "device": {**device_info(opts.device), "threads": opts.num_threads or torch.get_num_threads()},
+        "data": str(opts.data) if opts.data is not None else "each recipe's own",
         "data_tables": tables,
-        "split": split,
-        "quick": quick,
-        "max_steps": max_steps,
+        "split": opts.split,
+        "quick": opts.quick,
+        "max_steps": opts.max_steps,
         "checkpoints": {k: sp["checkpoint"] for k, sp in specs.items() if sp.get("checkpoint")},
-        "max_faces": max_faces,
-        "batch_size": batch_size,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "max_faces": opts.max_faces,
+        "batch_size": opts.batch_size,
+        "seconds": round(seconds, 1),
         "notes": notes,
     }
+
+
+def _write_report(report: dict[str, Any], results: dict[str, dict], out: Path, opts: BenchOptions) -> None:
+    """``report.json``, the metric and loss plots, the edit grid and ``report.md``."""
+    from facegan_kit.apps import load_editor
+    from facegan_kit.eval.report import (
+        bench_edit_grid, bench_markdown, plot_bench_losses, plot_bench_metrics, save_json)
+    from facegan_kit.eval.suite import build_data
+
     save_json(report, out / "report.json")
     plot_bench_metrics(report, out / "metrics.png")
     plot_bench_losses({k: (Path(r["log"]) if r["log"] else None) for k, r in results.items()}, out / "losses.png")
     editors = {k: load_editor(r["checkpoint"]) for k, r in results.items()}
-    first = next(iter(tables.values()))
-    faces = _faces(build_data(first), split, grid_faces)
+    first = next(iter(report["data_tables"].values()))
+    faces = _faces(build_data(first), opts.split, opts.grid_faces)
     bench_edit_grid(editors, faces, out / "edits.png")
     (out / "report.md").write_text(bench_markdown(report))
-    return report

@@ -106,3 +106,22 @@ def test_small_helpers():
     assert parse_checkpoints("a=x.safetensors, b=y") == {"a": "x.safetensors", "b": "y"}
     with pytest.raises(InputError):
         parse_checkpoints("a")
+
+
+def test_bench_options_and_keywords_are_one_set_of_fields(tmp_path):
+    """``bench(..., quick=True)`` and ``bench(..., BenchOptions(quick=True))`` mean the same;
+    keywords override the options' fields and a misspelt one is an error, not ignored."""
+    from dataclasses import fields, replace
+
+    from facegan_kit.bench import BenchOptions, _recipe_specs, bench
+
+    opts = BenchOptions(quick=True, max_steps=5, identity_faces=2)
+    assert replace(opts, max_steps=7).max_steps == 7 and opts.max_steps == 5
+    specs = _recipe_specs(["caae"], tmp_path, opts)
+    assert specs["caae"]["recipe_path"].endswith("caae-quick.toml") and specs["caae"]["max_steps"] == 5
+    assert specs["caae"]["identity_faces"] == 2
+    assert {f.name for f in fields(BenchOptions)} >= {"data", "checkpoints", "isolate", "oracles", "progress"}
+    with pytest.raises(TypeError, match="max_step"):
+        bench(["caae"], tmp_path, max_step=3)
+    with pytest.raises(InputError, match="no recipes"):
+        bench([], tmp_path, BenchOptions(), checkpoints={})

@@ -114,17 +114,16 @@ def bench_cmd(recipes, data, quick, checkpoints, max_steps, overrides, split, ma
       facegan bench --checkpoints exprgan=runs/exprgan/final.safetensors,caae=runs/caae/final.safetensors \\
           --recipes "" --out runs/bench-full
     """
-    from facegan_kit.bench import bench, parse_checkpoints
+    from facegan_kit.bench import BenchOptions, bench, parse_checkpoints
     from facegan_kit.outputs import claim_folder
 
     names = [r.strip() for r in recipes.split(",") if r.strip()]
     ckpts = parse_checkpoints(checkpoints)
+    options = BenchOptions(data=data, quick=quick, checkpoints=ckpts, max_steps=max_steps, overrides=overrides,
+                           split=split, max_faces=max_faces, identity_faces=identity_faces or None, device=device,
+                           isolate=isolate, oracles=None if no_oracles else "auto", batch_size=batch_size,
+                           num_threads=threads, latency_repeats=latency_repeats, progress=progress)
     with claim_folder(out, overwrite, inputs=[*map(Path, ckpts.values()), *_data_folder(data)]):
-        report = bench(names, out, data=data, quick=quick, checkpoints=ckpts,
-                       max_steps=max_steps, overrides=overrides, split=split, max_faces=max_faces,
-                       identity_faces=identity_faces or None, device=device, isolate=isolate,
-                       oracles=None if no_oracles else "auto", batch_size=batch_size, num_threads=threads,
-                       latency_repeats=latency_repeats, progress=progress,
-                       log=lambda msg: click.echo(msg, err=True))
+        report = bench(names, out, options, log=lambda msg: click.echo(msg, err=True))
     click.echo((out / "report.md").read_text().split("## Notes")[0].split("## Plots")[0].rstrip())
     click.echo(f"\nwrote {out / 'report.json'} ({report['seconds']:.0f}s)")
