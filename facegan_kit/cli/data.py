@@ -109,7 +109,7 @@ def prepare_cmd(src, out, layout, pattern, codes, size, frames, test_ratio, seed
     be new or empty (--overwrite replaces it whole, never mixing two prepared sets).
     """
     from facegan_kit.apps import check_outputs
-    from facegan_kit.data.prepare import prepare, prepare_cli_summary
+    from facegan_kit.data.prepare import PrepareOptions, prepare, prepare_cli_summary
     from facegan_kit.outputs import claim_folder
 
     check_outputs([out], [src])
@@ -120,10 +120,10 @@ def prepare_cmd(src, out, layout, pattern, codes, size, frames, test_ratio, seed
             click.echo(f"  {done}/{total}", err=True)
 
     with claim:
-        rep = prepare(src, out, layout, size=size, frames=frames, test_ratio=test_ratio, seed=seed,
-                      align=not no_align, policy=policy, include_neutral=include_neutral,
-                      neutral_first=neutral_first, device=device, pattern=pattern, codes=codes,
-                      progress=progress)
+        options = PrepareOptions(size=size, frames=frames, test_ratio=test_ratio, seed=seed, align=not no_align,
+                                 policy=policy, include_neutral=include_neutral, neutral_first=neutral_first,
+                                 device=device, pattern=pattern, codes=codes)
+        rep = prepare(src, out, layout, options, progress=progress)
     click.echo(prepare_cli_summary(rep))
     if rep.n_written == 0:
         click.echo(f"facegan: error: nothing could be prepared from {src} (see {out / 'report.txt'})", err=True)

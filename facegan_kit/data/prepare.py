@@ -26,7 +26,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -37,7 +37,7 @@ from facegan_kit.outputs import atomic_write
 from facegan_kit.data.io import ImageReadError, read_image, resize_square, write_png_atomic
 from facegan_kit.data.layouts import label_name, parse_layout
 
-__all__ = ["INDEX_COLUMNS", "SkippedFile", "PrepareReport", "prepare", "subject_split",
+__all__ = ["INDEX_COLUMNS", "SkippedFile", "PrepareReport", "PrepareOptions", "prepare", "subject_split",
            "prepare_cli_summary", "read_index"]
 
 INDEX_COLUMNS = ("path", "subject", "expression", "expression_name", "source", "landmarks",
@@ -201,21 +201,14 @@ def _report_text(rep: PrepareReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
-            test_ratio: float = 0.1, seed: int = 0, align: bool = True,
-            policy: str = "single", include_neutral: bool = False, neutral_first: bool = False,
-            device: str = "cpu", pattern: Optional[str] = None, codes: Optional[str] = None,
-            max_pixels: int = 40_000_000, aligner=None,
-            progress: Optional[Callable[[int, int], None]] = None) -> PrepareReport:
-    """Detect, align and index a dataset.
+@dataclass
+class PrepareOptions:
+    """How :func:`prepare` selects, crops and splits (``facegan data prepare``'s options).
 
-    Args:
-        src: Dataset root (or CSV file for ``layout="csv"``).
-        out: Output folder (created). ``index.csv`` there is replaced atomically.
-        layout: See :data:`facegan_kit.data.layouts.LAYOUTS`.
-        size: Crop side in pixels.
+    Attributes:
+        size: Crop side in pixels (at least 16).
         frames: ``"last3"`` (paper), ``"peak"`` or ``"all"``.
-        test_ratio: Fraction of subjects held out for the test split.
+        test_ratio: Fraction of subjects held out for the test split, in ``[0, 1)``.
         seed: Split seed.
         align: If False, skip detection and centre-crop + resize instead.
         policy: ``"single"`` skips photos with several faces; ``"largest"`` keeps the
@@ -228,6 +221,32 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
             ``expression`` groups and the ``CODE=EXPRESSION`` map
             (:mod:`facegan_kit.data.regex_layout`).
         max_pixels: Decompression-bomb cap passed to :func:`read_image`.
+    """
+
+    size: int = 128
+    frames: str = "last3"
+    test_ratio: float = 0.1
+    seed: int = 0
+    align: bool = True
+    policy: str = "single"
+    include_neutral: bool = False
+    neutral_first: bool = False
+    device: str = "cpu"
+    pattern: Optional[str] = None
+    codes: Optional[str] = None
+    max_pixels: int = 40_000_000
+
+
+def prepare(src, out, layout: str, options: Optional[PrepareOptions] = None, *, aligner=None,
+            progress: Optional[Callable[[int, int], None]] = None, **kwargs) -> PrepareReport:
+    """Detect, align and index a dataset.
+
+    Args:
+        src: Dataset root (or CSV file for ``layout="csv"``).
+        out: Output folder (created). ``index.csv`` there is replaced atomically.
+        layout: See :data:`facegan_kit.data.layouts.LAYOUTS`.
+        options: A :class:`PrepareOptions`; keyword arguments named like its fields set (or
+            override) them, e.g. ``prepare(src, out, "folder", size=64, align=False)``.
         aligner: An existing :class:`FaceAligner` of the same size to reuse.
         progress: Optional ``callback(done, total)``.
 
@@ -238,23 +257,25 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
         InputError: Bad layout / source / arguments (never for a single bad file).
     """
     t0 = time.perf_counter()
-    if not 0.0 <= float(test_ratio) < 1.0:
-        raise InputError(f"test_ratio must be in [0, 1), got {test_ratio}")
-    if int(size) < 16:
-        raise InputError(f"size must be at least 16, got {size}")
+    o = replace(options or PrepareOptions(), **kwargs)
+    if not 0.0 <= float(o.test_ratio) < 1.0:
+        raise InputError(f"test_ratio must be in [0, 1), got {o.test_ratio}")
+    if int(o.size) < 16:
+        raise InputError(f"size must be at least 16, got {o.size}")
+    size = int(o.size)
     src, out = Path(src), Path(out)
-    parsed = parse_layout(src, layout, frames=frames, include_neutral=include_neutral,
-                          neutral_first=neutral_first, pattern=pattern, codes=codes)
+    parsed = parse_layout(src, layout, frames=o.frames, include_neutral=o.include_neutral,
+                          neutral_first=o.neutral_first, pattern=o.pattern, codes=o.codes)
     out.mkdir(parents=True, exist_ok=True)
     root = src if src.is_dir() else src.parent
-    rep = PrepareReport(str(src), str(out), layout, int(size), frames, int(seed),
-                        float(test_ratio), bool(align), n_candidates=len(parsed.records))
+    rep = PrepareReport(str(src), str(out), layout, size, o.frames, int(o.seed),
+                        float(o.test_ratio), bool(o.align), n_candidates=len(parsed.records))
     rep.skipped = [SkippedFile(p, "layout", why) for p, why in parsed.skipped]
-    if align and aligner is None:
+    if o.align and aligner is None:
         from facegan_kit.data.align import FaceAligner
-        aligner = FaceAligner(size=size, device=device)
-    if align and aligner.size != int(size):
-        raise InputError(f"aligner size {aligner.size} does not match size={size}")
+        aligner = FaceAligner(size=o.size, device=o.device)
+    if o.align and aligner.size != size:
+        raise InputError(f"aligner size {aligner.size} does not match size={o.size}")
 
     rows, used_names = [], set()
     out_abs = out.resolve()
@@ -266,7 +287,7 @@ def prepare(src, out, layout: str, size: int = 128, frames: str = "last3",
     rep.skipped += dead_links
     for i, rec in enumerate(records):
         rel = names.get(rec.path) or _relative(rec.path, root)
-        got = _crop_one(rec, rel, out, int(size), aligner if align else None, policy, max_pixels, used_names)
+        got = _crop_one(rec, rel, out, size, aligner if o.align else None, o.policy, o.max_pixels, used_names)
         (rep.skipped if isinstance(got, SkippedFile) else rows).append(got)
         if progress is not None:
             progress(i + 1, len(records))

@@ -73,3 +73,19 @@ def test_tiny_and_thin_images_are_skipped_as_no_face(tmp_path):
     for w, h in ((3, 3), (12, 12), (200, 5), (10000, 1)):
         reason, detail = got[f"t{w}x{h}_01.png"]
         assert reason == "no_face" and detail == f"no face found (image is {w}x{h} pixels)", detail
+
+
+def test_options_and_keywords_prepare_the_same_and_misspelt_keywords_fail(tmp_path):
+    """``prepare(..., PrepareOptions(size=16))`` and ``prepare(..., size=16)`` write the same index;
+    a keyword overrides the options' field; an unknown keyword is a TypeError, not ignored."""
+    from facegan_kit.data.prepare import PrepareOptions
+
+    src = tmp_path / "src"
+    for i in range(3):
+        _img(src / "happy" / f"p{i}_01.png", value=40 * i)
+    by_kw = prepare(src, tmp_path / "kw", "folder", size=16, align=False, test_ratio=0.0)
+    by_opts = prepare(src, tmp_path / "opts", "folder", PrepareOptions(size=32, align=False, test_ratio=0.0), size=16)
+    assert by_kw.size == by_opts.size == 16 and by_kw.n_written == by_opts.n_written == 3
+    assert (tmp_path / "kw" / "index.csv").read_text() == (tmp_path / "opts" / "index.csv").read_text()
+    with pytest.raises(TypeError, match="sise"):
+        prepare(src, tmp_path / "bad", "folder", sise=16, align=False)
