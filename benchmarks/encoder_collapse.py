@@ -8,7 +8,7 @@ identity" defect of the released model. The FC layer sums 4x4x1024 = 16384 non-n
 and Adam moves all its weights the same way at the same rate. Batch norm in the encoder
 after each convolution keeps the codes apart but most of them saturated; a BatchNorm between the
 FC layer and tanh (``model.encoder.code_norm = true``, what the recipes use) keeps them apart and
-unsaturated, and the reconstruction loss falls (README, "Paper fidelity", has the numbers).
+unsaturated, and the reconstruction loss falls (docs/paper-fidelity.md has the numbers).
 
 Prints, every ``--every`` steps, the L1 reconstruction loss, the batch spread of ``g`` (mean over
 its 50 dimensions of the standard deviation over the batch) and the share of saturated elements.

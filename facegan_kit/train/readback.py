@@ -114,7 +114,7 @@ class CollapseWarning:
             self.warned = True
             warn(f"step {rec.step}: the identity codes have collapsed (spread over the batch {spread:.1e}): "
                  "every face gets the same code, so every reconstruction will look alike. For conv-encoder "
-                 "set model.encoder.code_norm = true (README: Paper fidelity), or lower the learning rate")
+                 "set model.encoder.code_norm = true (docs/paper-fidelity.md), or lower the learning rate")
 
 
 class LogWriter:

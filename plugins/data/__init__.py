@@ -15,7 +15,7 @@ def synthetic(subjects: int = 80, size: int = 128, frames: int = 3, seed: int = 
     ``background``: ``"random"`` (a muted colour gradient per image) or ``"plain"`` (one lab grey,
     as Oulu-CASIA's studio recordings). ``include_neutral``: add ``frames`` neutral faces per
     subject (label 6, the first frame of an Oulu-CASIA sequence); the trainer gives them the
-    all-negative expression code, the edit-time neutral (README, "Neutral and intensity levels").
+    all-negative expression code, the edit-time neutral (docs/paper-fidelity.md, "Neutral and intensity levels").
     ``neutral_frames``: how many neutral faces per subject instead (``0``: ``frames``).
     """
     from facegan_kit.data import SyntheticConfig, make_dataset

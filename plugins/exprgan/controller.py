@@ -24,7 +24,7 @@ class FCtrl(nn.Module):
       ``level_codes = "cumulative"`` (a departure) the first ``level`` elements of block ``k``
       are +1 instead, a staircase from next to the neutral code (level 1) to the strongest
       class code (level ``d``), for decoders in which the single-element codes all render the
-      same face (README, "Neutral and intensity levels");
+      same face (docs/paper-fidelity.md, "Neutral and intensity levels");
     - ``neutral_code()``: all -1;
     - ``intensity_code(k, t)``: a linear slider, block ``k`` = ``2t - 1`` everywhere and the
       other blocks -1, so ``t = 0`` is the neutral code and ``t = 1`` the strongest code.
