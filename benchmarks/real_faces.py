@@ -13,7 +13,9 @@ splits, next to the same judges on the real photos (see :mod:`facegan_kit.eval.r
     python benchmarks/real_faces.py --data data/tw --out runs/real --no-train     # score what is there
 
 Each split trains into ``OUT/split<i>`` (``--set`` overrides go to every run); a split whose
-``final.safetensors`` exists is scored, not trained again. Writes nothing inside the repository
+``final.safetensors`` exists is scored, not trained again, and its scores are kept beside it
+(``real_scores.json``), so ``--only I`` in several processes shares the work and a last run
+without it prints the table. Writes nothing inside the repository
 unless asked (``--md``/``--json``): real faces and what is derived from them stay where the
 data are.
 """
@@ -70,12 +72,16 @@ def run_split(i: int, held: list[str], args) -> dict:
         t0 = time.perf_counter()
         train(args.recipe, run, overrides=overrides, progress=not args.quiet)
         seconds = round(time.perf_counter() - t0, 1)
+    cached = run / "real_scores.json"
+    if cached.exists() and cached.stat().st_mtime > ckpt.stat().st_mtime and seconds is None:
+        return json.loads(cached.read_text())
     out = {"held_out": held, "checkpoint": str(ckpt), "train_seconds": seconds}
     for split in ("test", "train"):
         out[split] = evaluate(ckpt, split=split, max_subjects=len(held) if split == "train" else None,
                               identity_faces=args.identity_faces)
         print(f"split {i} {split}: expression {out[split]['expression_accuracy']}, identity median "
               f"{out[split]['identity_distance_median']}", file=sys.stderr, flush=True)
+    cached.write_text(json.dumps(out, indent=2, default=str))
     return out
 
 
@@ -114,12 +120,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--identity-faces", type=int, default=40, help="Photos per person sent to dlib.")
     ap.add_argument("--no-train", action="store_true", help="Only score existing checkpoints.")
+    ap.add_argument("--only", type=int, default=None, metavar="I",
+                    help="Only split I (0-based; several processes can share the work). Scores are kept in "
+                         "OUT/split<I>/real_scores.json and reused by a later run.")
     ap.add_argument("--quiet", action="store_true", help="No progress bars.")
     ap.add_argument("--md", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     results = [run_split(i, [s.strip() for s in spec.split(",") if s.strip()], args)
-               for i, spec in enumerate(args.splits)]
+               for i, spec in enumerate(args.splits) if args.only is None or i == args.only]
     md = summarise(results)
     print(md)
     if args.md:
