@@ -7,6 +7,7 @@ Every component is an ``nn.Module`` built by its registered factory from a recip
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -167,9 +168,12 @@ class Metric(Protocol):
     def __call__(self, ctx: "MetricContext") -> dict[str, float | None]: ...
 
 
-@runtime_checkable
-class MetricContext(Protocol):
+@dataclass(frozen=True)
+class MetricContext:
     """What a :class:`Metric` may read: the evaluated faces and the model's edits of them.
+
+    A concrete (frozen) record rather than a Protocol: ``facegan eval`` builds exactly this
+    object, so plugins and the suite share one definition.
 
     Attributes:
         editor: the loaded model (``encode``, ``decode``, ``controller``, ``image_size``, ``device``).

@@ -2,8 +2,7 @@
 
 A plugin registers a factory (``registry.add("metric", "my-metric", MyMetric)``) whose
 parameters all have defaults; the suite builds each registered metric once per evaluation and
-calls it with a :class:`MetricInputs` (the :class:`~facegan_kit.interfaces.MetricContext`
-Protocol): the evaluated faces and the model's renderings of them. It returns named values::
+calls it with a :class:`~facegan_kit.interfaces.MetricContext`: the evaluated faces and the model's renderings of them. It returns named values::
 
     class Sharpness:
         def __call__(self, ctx):
@@ -16,26 +15,15 @@ becomes a note naming it, so one broken package cannot cost the suite's own resu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from facegan_kit.interfaces import MetricContext
 
 __all__ = ["MetricInputs", "run_metrics", "metrics_markdown"]
 
 
-@dataclass(frozen=True)
-class MetricInputs:
-    """What a registered metric reads (see :class:`facegan_kit.interfaces.MetricContext`)."""
-
-    editor: Any
-    x: Tensor
-    labels: Tensor
-    subject: Tensor
-    recon: Tensor
-    edits: Tensor
-    neutral: Tensor
-    results: dict[str, Any]
+#: The record :func:`run_metrics` passes to each metric (one definition, in the public API).
+MetricInputs = MetricContext
 
 
 def run_metrics(inputs: MetricInputs, notes: list[str], registry=None) -> dict[str, dict[str, float | None]]:

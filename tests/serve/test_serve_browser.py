@@ -100,19 +100,25 @@ def _save_screenshot(driver, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def _open_page(driver, live_server):
+    """Load the editor and wait until its script says it is ready; returns (driver, wait)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
+    driver.get(live_server.url)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    return driver, wait
+
+
 def test_upload_and_slide_in_the_browser(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from facegan_kit.data.synthetic import render_face, subject_attributes
 
     face = tmp_path / "face.png"
     Image.fromarray(render_face(subject_attributes(3), 6, 0.0, 96, None, 3)).save(face)
 
-    driver = browser
-    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
-    driver.get(live_server.url)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    driver, wait = _open_page(browser, live_server)
 
     # upload through the real file input, as a pre-aligned crop
     checkbox = driver.find_element(By.ID, "prealigned")
@@ -167,12 +173,8 @@ def test_upload_and_slide_in_the_browser(browser, live_server, tmp_path):
 
 def test_synthetic_face_and_transfer_in_the_browser(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = browser
-    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
-    driver.get(live_server.url)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    driver, wait = _open_page(browser, live_server)
     driver.find_element(By.ID, "use-sample").click()  # built-in synthetic face #0
     wait.until(lambda d: _loaded(d, "result", 1) and _loaded(d, "original"))
     driver.execute_script("document.getElementById('source-label').value = 'happy';")
@@ -197,16 +199,12 @@ def test_same_file_again_and_prealigned_toggle_rerun(browser, live_server, tmp_p
     """Choosing the same file again, or toggling "pre-aligned crop" after a photo was chosen,
     runs the upload again (a file input fires no change event for the file it already holds)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from facegan_kit.data.synthetic import render_face, subject_attributes
 
     face = tmp_path / "face.png"
     Image.fromarray(render_face(subject_attributes(2), 3, 0.8, 96, None, 2)).save(face)
-    driver = browser
-    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
-    driver.get(live_server.url)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    driver, wait = _open_page(browser, live_server)
     checkbox = driver.find_element(By.ID, "prealigned")
     if checkbox.is_selected() and live_server.service.can_align():
         checkbox.click()
@@ -231,14 +229,10 @@ def test_same_file_again_and_prealigned_toggle_rerun(browser, live_server, tmp_p
 
 def test_transfer_panel_has_no_broken_images_and_photos_get_the_warning(browser, live_server, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from facegan_kit.data.synthetic import render_face, subject_attributes
 
-    driver = browser
-    wait = WebDriverWait(driver, 30, poll_frequency=0.1)
-    driver.get(live_server.url)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    driver, wait = _open_page(browser, live_server)
     visible = "const i = document.getElementById(arguments[0]); const r = i.getBoundingClientRect();" \
               "return getComputedStyle(i).visibility !== 'hidden' && r.width > 0 && !i.hidden;"
     driver.find_element(By.ID, "use-sample").click()  # a built-in face: no photo, no warning
