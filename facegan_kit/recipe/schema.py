@@ -119,6 +119,11 @@ class StageSpec:
     #: The learning rates fall linearly over the stage from ``lr`` (and ``d_lr``) to this
     #: fraction of them at its last step; 1.0 (the default, as the paper) keeps them constant.
     lr_end_factor: float = 1.0
+    #: What the encoder reads: ``"self"`` (the paper) encodes the target photo itself;
+    #: ``"same-person"`` encodes another photo of the target's person (often in another
+    #: expression), so reconstructing the target means changing the expression while keeping
+    #: the person (docs/paper-fidelity.md, "Same-person pairs").
+    pairs: str = "self"
 
 
 @dataclass
@@ -184,6 +189,10 @@ def _stage(i: int, raw: Any, model: dict, losses: dict, registry: Registry) -> S
         raise RecipeError(f"{path}.identity: '{spec.identity}' must be 'encoder' or 'noise'")
     if spec.identity == "encoder" and "encoder" not in model:
         raise RecipeError(f"{path}.identity: 'encoder' needs a [model.encoder] table")
+    if spec.pairs not in ("self", "same-person"):
+        raise RecipeError(f"{path}.pairs: '{spec.pairs}' must be 'self' or 'same-person'")
+    if spec.pairs == "same-person" and spec.identity != "encoder":
+        raise RecipeError(f"{path}.pairs: 'same-person' pairs feed the encoder, but identity = 'noise'")
     if spec.batch_size < 1:
         raise RecipeError(f"{path}.batch_size: must be >= 1, got {spec.batch_size}")
     if not 0.0 <= spec.lr_end_factor <= 1.0:

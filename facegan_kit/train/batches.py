@@ -46,16 +46,20 @@ class Batch(tuple):
         flip: ``(n,)`` bool on the device, whether each row was mirrored (None: no flipping).
         y_all: one-hot labels of the whole global batch when this is one process's slice of it
             (distributed training), else ``y``.
+        x_source: what the encoder reads instead of ``x`` (another photo of each row's person,
+            see :class:`SamePerson`), or None: the encoder reads ``x``, as in the paper.
     """
 
     index: Tensor
     flip: Tensor | None
     y_all: Tensor
+    x_source: Tensor | None
 
     def __new__(cls, x: Tensor, y: Tensor, labels: Tensor, index: Tensor, flip: Tensor | None,
-                y_all: Tensor | None = None) -> "Batch":
+                y_all: Tensor | None = None, x_source: Tensor | None = None) -> "Batch":
         obj = super().__new__(cls, (x, y, labels))
         obj.index, obj.flip, obj.y_all = index, flip, (y if y_all is None else y_all)
+        obj.x_source = x_source
         return obj
 
     @property
@@ -98,6 +102,32 @@ class ImageSource:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+class SamePerson:
+    """Draws, for each row of a batch, a photo of the same person (any of that person's photos,
+    the row's own included, uniformly): the encoder reads it while the row stays the target of
+    every loss (``pairs = "same-person"`` in a stage).
+
+    Built once per run from a split's ``subject`` ids; the draw runs where ``device`` is, from
+    the caller's generator, so it is resumable and can be captured in a CUDA graph.
+    """
+
+    def __init__(self, subject: Tensor, device: torch.device | str = "cpu") -> None:
+        subject = subject.to(device)
+        _, group = torch.unique(subject, return_inverse=True)
+        counts = torch.bincount(group)
+        starts = torch.cumsum(counts, 0) - counts
+        self.order = torch.argsort(group, stable=True)  # indices grouped by person
+        self.start, self.count = starts[group], counts[group]  # per dataset index
+
+    def __call__(self, index: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Dataset indices of a same-person photo for each of ``index``."""
+        index = index.to(self.order.device)
+        u = torch.rand(index.shape[0], generator=generator, device=self.order.device)
+        count = self.count[index]
+        k = torch.minimum((u * count).long(), count - 1)
+        return self.order[self.start[index] + k]
+
+
 def one_hot_or_neutral(labels: Tensor, num_classes: int) -> Tensor:
     """``(N,)`` labels ``0..num_classes`` -> ``(N, num_classes)`` float; ``num_classes`` (neutral)
     gives an all-zero row."""
@@ -106,7 +136,7 @@ def one_hot_or_neutral(labels: Tensor, num_classes: int) -> Tensor:
 
 def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classes: int,
                flip: bool, generator: torch.Generator | None, *, shard: tuple[int, int] | None = None,
-               channels_last: bool = False) -> Batch:
+               channels_last: bool = False, partners: SamePerson | None = None) -> Batch:
     """(x float [-1,1] on device, one-hot y, labels) with optional random horizontal flip.
 
     A label equal to ``num_classes`` is the neutral face (``NEUTRAL_LABEL`` = 6 for the paper's
@@ -117,7 +147,9 @@ def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classe
     is gathered, while the flip mask is drawn for the whole global batch (so every process's
     generator stays in step, and the run does not depend on the number of processes). The
     images are gathered, scaled and flipped where ``split.images`` lives and on ``device``
-    (both the device when the dataset is resident there). Returns a :class:`Batch`.
+    (both the device when the dataset is resident there). With ``partners``, the batch also
+    carries ``x_source``: for each row, another photo of its person (drawn for the global batch
+    after the flip mask, and mirrored with its row). Returns a :class:`Batch`.
     """
     n_all = index.shape[0]
     rows = shard_slice(n_all, shard)
@@ -130,8 +162,15 @@ def make_batch(split: FaceSplit, index: Tensor, device: torch.device, num_classe
         mask_all = torch.rand(n_all, generator=generator, device=generator.device if generator else "cpu") < 0.5
         mask = mask_all[rows].to(device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    x_source = None
+    if partners is not None:
+        x_source = images_at(split, partners(index, generator)[rows], device)
+        if mask is not None:
+            x_source = torch.where(mask[:, None, None, None], x_source.flip(-1), x_source)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+        if x_source is not None:
+            x_source = x_source.contiguous(memory_format=torch.channels_last)
     y_all = one_hot_or_neutral(labels_all, num_classes)
     y = y_all[rows] if shard is not None else y_all
-    return Batch(x, y, labels, local, mask, y_all)
+    return Batch(x, y, labels, local, mask, y_all, x_source)

@@ -55,11 +55,14 @@ class GraphStep:
         speed: the resolved :class:`~facegan_kit.train.speed.SpeedPlan`.
         hooks: the loop's step hooks (autocast); finite checks are always deferred here.
         source: unflipped-image source for the identity feature cache (or None).
+        partners: the stage's same-person pairs (:class:`~facegan_kit.train.batches.SamePerson`),
+            drawn on the device like the batch, or None.
     """
 
     def __init__(self, state, plan: StagePlan, split, num_classes: int, spec, speed, hooks: StepHooks,
-                 source=None, warmup: int = WARMUP_STEPS) -> None:
+                 source=None, warmup: int = WARMUP_STEPS, partners=None) -> None:
         self.state, self.plan, self.split, self.num_classes = state, plan, split, num_classes
+        self.partners = partners
         self.seed, self.do_flip, self.source, self.warmup = spec.seed, bool(spec.flip), source, warmup
         self.device = torch.device(speed.device)
         self.channels_last = speed.channels_last
@@ -69,7 +72,7 @@ class GraphStep:
         self.n = len(split)
         self.batch = min(plan.spec.batch_size, self.n)
         self.index = torch.zeros(self.batch, dtype=torch.long, device=self.device)
-        self.x = self.y = self.flip = None  # static batch buffers, made by the first step
+        self.x = self.y = self.flip = self.x_source = None  # static batch buffers, made by the first step
         self._epoch, self._perm = None, None
         self.keys: list[str] = []
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -107,15 +110,18 @@ class GraphStep:
     def _body(self) -> Tensor:
         """The whole step on the static buffers; the losses as one device vector."""
         batch = make_batch(self.split, self.index, self.device, self.num_classes, self.do_flip,
-                           self.state.generator, channels_last=self.channels_last)
+                           self.state.generator, channels_last=self.channels_last, partners=self.partners)
         if self.x is None:
             self.x, self.y = torch.empty_like(batch.x), torch.empty_like(batch.y)
             self.flip = None if batch.flip is None else torch.empty_like(batch.flip)
+            self.x_source = None if batch.x_source is None else torch.empty_like(batch.x_source)
         self.x.copy_(batch.x)
         self.y.copy_(batch.y)
         if self.flip is not None:
             self.flip.copy_(batch.flip)
-        static = type(batch)(self.x, self.y, batch[2], self.index, self.flip)
+        if self.x_source is not None:
+            self.x_source.copy_(batch.x_source)
+        static = type(batch)(self.x, self.y, batch[2], self.index, self.flip, x_source=self.x_source)
         parts = train_on_batch(self.state, self.plan, static, "stop", self.hooks, source=self.source)
         self.keys = list(parts)
         return torch.stack([v.detach().float().reshape(()) for v in parts.values()])

@@ -24,7 +24,7 @@ from facegan_kit.errors import CheckpointError, FaceganError
 from facegan_kit.pm import default_registry
 from facegan_kit.recipe import build_dataset, build_losses, build_model, load_recipe, validate
 from facegan_kit.recipe.schema import Recipe
-from facegan_kit.train.batches import ImageSource, batch_indices, hash_seed, make_batch, stage_steps
+from facegan_kit.train.batches import ImageSource, SamePerson, batch_indices, hash_seed, make_batch, stage_steps
 from facegan_kit.train.distributed import DistContext, convert_sync_batchnorm, init_distributed
 from facegan_kit.train.graphs import GraphStep
 from facegan_kit.train.phases import (  # noqa: F401 (SPREAD_KEY: read from here by tests)
@@ -133,6 +133,8 @@ class _Run:
         self.resumed = False
         self._build_components()
         self.source = ImageSource(self.split, dev, self.speed.channels_last)  # real images for per-image caches
+        self.partners = SamePerson(self.split.subject, dev) \
+            if any(s.pairs == "same-person" for s in recipe_obj.stages) else None
         self.state = TrainState(models=self.models, generator=torch.Generator(device=dev).manual_seed(cfg.seed))
         if dctx.enabled:
             self.state.extra_meta["world_size"] = dctx.world_size
@@ -262,12 +264,13 @@ class _Run:
 
     def _stepper(self, plan: StagePlan):
         """The stage's step: a :class:`GraphStep` (``train.cuda_graphs``) or :func:`one_step`."""
+        partners = self.partners if plan.spec.pairs == "same-person" else None
         if self.speed.cuda_graphs:
             return GraphStep(self.state, plan, self.split, self.data.num_classes, self.cfg, self.speed, self.hooks,
-                             self.source)
+                             self.source, partners=partners)
         return lambda: one_step(self.state, plan, self.split, self.data.num_classes, self.cfg, self.dev,
                                 hooks=self.hooks, shard=self.dctx.shard, channels_last=self.speed.channels_last,
-                                source=self.source)
+                                source=self.source, partners=partners)
 
     def _after_step(self, plan: StagePlan, parts: dict) -> None:
         """Queue the step's losses (read back every ``sync_every`` steps), then the periodic sample
@@ -339,11 +342,12 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def one_step(state: TrainState, plan: StagePlan, split, num_classes: int, spec, dev, *,
              hooks: StepHooks | None = None, shard: tuple[int, int] | None = None, channels_last: bool = False,
-             source=None) -> dict[str, Any]:
-    """One training step: the batch at (seed, stage, step), forward, D update, G update."""
+             source=None, partners: SamePerson | None = None) -> dict[str, Any]:
+    """One training step: the batch at (seed, stage, step), forward, D update, G update.
+    ``partners``: the stage's same-person pairs (the encoder reads another photo of each row's person)."""
     idx = batch_indices(len(split), plan.spec.batch_size, spec.seed, plan.index, state.step_in_stage)
     batch = make_batch(split, idx, dev, num_classes, spec.flip, state.generator, shard=shard,
-                       channels_last=channels_last)
+                       channels_last=channels_last, partners=partners)
     return train_on_batch(state, plan, batch, spec.on_nonfinite, hooks, shard=shard, source=source)
 
 

@@ -99,7 +99,9 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
     whose labels are ``y_all``: the noise is drawn for the global batch and sliced, so every
     process consumes the same generator stream. ``batch`` (a :class:`~facegan_kit.train.batches.Batch`)
     and ``source`` (``index -> unflipped images``) let loss terms cache per-image results: they
-    become ``ctx.sample_index``, ``ctx.sample_flip`` and ``ctx.sample_source``.
+    become ``ctx.sample_index``, ``ctx.sample_flip`` and ``ctx.sample_source``. When ``batch``
+    carries ``x_source`` (another photo of each row's person), the encoder reads it and ``x``
+    stays the target every loss term compares with.
     """
     hooks = hooks or PLAIN
     dec = models["decoder"]
@@ -115,7 +117,8 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
         z_prior = prior(n_all, dec.z_dim, x.device, generator)[rows]
         from_encoder = plan.spec.identity == "encoder"
         if from_encoder:
-            g = check_shape("model.encoder", models["encoder"](x), (n, dec.z_dim))
+            x_in = x if getattr(batch, "x_source", None) is None else batch.x_source
+            g = check_shape("model.encoder", models["encoder"](x_in), (n, dec.z_dim))
         else:
             g = prior(n_all, dec.z_dim, x.device, generator)[rows]
         x_hat = check_shape("model.decoder", dec(g, c), tuple(x.shape))
