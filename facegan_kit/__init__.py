@@ -36,7 +36,7 @@ NEUTRAL = "neutral"
 _LAZY = {
     **{name: "facegan_kit.interfaces" for name in (
         "Encoder", "Decoder", "Controller", "ImageDiscriminator", "CodeDiscriminator", "Regularizer",
-        "Backbone", "Loss", "Metric", "MetricContext", "StepContext", "bce_logits", "check_shape")},
+        "Backbone", "Loss", "Metric", "MetricContext", "StepContext", "bce_logits", "check_shape", "decode")},
     "default_registry": "facegan_kit.pm",
     "FaceganError": "facegan_kit.errors",
     "InputError": "facegan_kit.errors",
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from facegan_kit.errors import FaceganError, InputError  # noqa: F401
     from facegan_kit.interfaces import (  # noqa: F401
         Backbone, CodeDiscriminator, Controller, Decoder, Encoder, ImageDiscriminator, Loss, Metric,
-        MetricContext, Regularizer, StepContext, bce_logits, check_shape)
+        MetricContext, Regularizer, StepContext, bce_logits, check_shape, decode)
     from facegan_kit.pm import default_registry  # noqa: F401
     from facegan_kit.weights import dlib_model_file, load_converted, read_state_dict  # noqa: F401
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from facegan_kit import EXPRESSIONS, NEUTRAL
 from facegan_kit.checkpoint import load_checkpoint
 from facegan_kit.errors import CheckpointError, InputError
+from facegan_kit.interfaces import decode
 from facegan_kit.pm import default_registry
 from facegan_kit.recipe import build_model, validate
 from facegan_kit.recipe.schema import Recipe
@@ -148,15 +149,20 @@ class Editor:
         return self.models["encoder"](self._check_images(x))
 
     @torch.no_grad()
-    def decode(self, g: Tensor, c: Tensor) -> Tensor:
+    def decode(self, g: Tensor, c: Tensor, source: Tensor | None = None) -> Tensor:
+        """Faces of identity codes ``g`` with expression codes ``c`` (``(C,)`` is broadcast).
+        ``source``: the faces ``g`` was encoded from (``(N,3,S,S)`` or one face, resized to the
+        model's size), for decoders that also read the photo (``uses_source``); others ignore it."""
         if c.dim() == 1:
             c = c.expand(g.shape[0], -1)
-        return self.models["decoder"](g.to(self.device), c.to(self.device))
+        if source is not None:
+            source = self._check_images(source)
+        return decode(self.models["decoder"], g.to(self.device), c.to(self.device), source)
 
     @torch.no_grad()
     def edit(self, x: Tensor, expression: str, intensity: float | None = None, level: int | None = None) -> Tensor:
         """Faces ``x`` re-rendered with ``expression`` (identity from the encoder)."""
-        return self.decode(self.encode(x), self.code(expression, intensity, level))
+        return self.decode(self.encode(x), self.code(expression, intensity, level), source=x)
 
     @torch.no_grad()
     def grid(self, x: Tensor) -> Tensor:
@@ -167,7 +173,7 @@ class Editor:
         rows = []
         for level in range(1, ctrl.levels + 1):
             codes = [ctrl.level_code(k, level) for k in range(ctrl.num_classes)] + [ctrl.neutral_code()]
-            rows.append(self.decode(g.expand(len(codes), -1), torch.stack(codes).to(self.device)))
+            rows.append(self.decode(g.expand(len(codes), -1), torch.stack(codes).to(self.device), source=x[:1]))
         return torch.stack(rows)
 
     @torch.no_grad()

@@ -26,7 +26,13 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class Decoder(Protocol):
-    """``forward(g: (N,Z), c: (N,C)) -> x_hat: (N,3,S,S)`` in ``[-1, 1]``."""
+    """``forward(g: (N,Z), c: (N,C)) -> x_hat: (N,3,S,S)`` in ``[-1, 1]``.
+
+    A decoder that also reads the photo being edited sets ``uses_source = True`` and takes
+    ``forward(g, c, source=None)``: ``source`` ``(N,3,S,S)`` is the face the encoder read, or None
+    where there is none (identities from the prior). Call decoders through :func:`decode`,
+    which passes ``source`` only to those that take it.
+    """
 
     z_dim: int
     code_dim: int
@@ -120,6 +126,8 @@ class StepContext(Protocol):
         sample_index, sample_flip, sample_source: dataset indices ``(N,)``, horizontal-flip mask
             ``(N,)`` and the unflipped image source of the batch, or ``None``; they let features
             of real images be cached per (image, flip).
+        x_in: the faces the encoder read (``x`` unless the stage pairs photos of one person),
+            or None when ``g`` came from the prior; pass it to :func:`decode`.
     """
 
     models: dict[str, nn.Module]
@@ -135,6 +143,7 @@ class StepContext(Protocol):
     sample_index: Tensor | None
     sample_flip: Tensor | None
     sample_source: Any
+    x_in: Tensor | None
 
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """``fn()`` computed once per phase under ``key`` (one forward shared by several terms)."""
@@ -194,6 +203,16 @@ class MetricContext:
     edits: Tensor
     neutral: Tensor
     results: dict[str, Any]
+
+
+def decode(decoder: nn.Module, g: Tensor, c: Tensor, source: Tensor | None = None) -> Tensor:
+    """``decoder(g, c)``, with ``source`` (the faces ``g`` was encoded from) for decoders whose
+    ``uses_source`` is true; others never see it."""
+    if source is not None and getattr(decoder, "uses_source", False):
+        if source.shape[0] != g.shape[0]:
+            source = source.expand(g.shape[0], -1, -1, -1)
+        return decoder(g, c, source=source)
+    return decoder(g, c)
 
 
 def check_shape(name: str, t: Tensor, shape: tuple[int | None, ...]) -> Tensor:

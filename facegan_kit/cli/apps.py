@@ -95,7 +95,7 @@ def edit_cmd(checkpoint, images, expression, intensity, level, level_codes, out,
     faces = load_faces(images, ed.image_size, align=not no_align, device=str(ed.device))
     _warn_photo(ed)
     x = torch.stack([f.face for f in faces])
-    edited = torch.cat([ed.decode(ed.encode(x[i:i + 64]), code).cpu() for i in range(0, len(x), 64)])
+    edited = torch.cat([ed.decode(ed.encode(x[i:i + 64]), code, source=x[i:i + 64]).cpu() for i in range(0, len(x), 64)])
     written = []
     for i, f in enumerate(faces):
         if paste:

@@ -145,7 +145,8 @@ def score_real(editor: Any, held: FaceSplit, native: FaceSplit | None, sources: 
         out = []
         for k in range(n_cls):
             code = ctrl.intensity_code(k, 1.0).to(editor.device)
-            out.append(torch.cat([editor.decode(z[i:i + batch_size], code.expand(len(z[i:i + batch_size]), -1)).cpu()
+            out.append(torch.cat([editor.decode(z[i:i + batch_size], code.expand(len(z[i:i + batch_size]), -1),
+                                                source=src[i:i + batch_size]).cpu()
                                   for i in range(0, len(z), batch_size)]))
         return torch.stack(out).clamp(-1, 1)
 

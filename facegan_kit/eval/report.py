@@ -100,7 +100,7 @@ def write_eval_report(metrics: dict, out: Path, *, editor, x: Tensor, recon: Ten
     rows = []
     for k in range(n_cls):
         codes = [ctrl.level_code(k, lv) for lv in range(1, ctrl.levels + 1)] + [ctrl.intensity_code(k, t) for t in path_t]
-        rows.append(editor.decode(g.expand(len(codes), -1), torch.stack(codes).to(editor.device)).cpu())
+        rows.append(editor.decode(g.expand(len(codes), -1), torch.stack(codes).to(editor.device), source=x[:1]).cpu())
     heads = [f"level {lv}" for lv in range(1, ctrl.levels + 1)] + [f"t = {t:g}" for t in path_t]
     files["intensity"] = save_sheet(out / "intensity.png", [list(r.clamp(-1, 1)) for r in rows], col_labels=heads,
                                     row_labels=list(EXPRESSIONS[:n_cls]), note="one test face")
@@ -312,7 +312,7 @@ def bench_edit_grid(editors: dict[str, Any], x: Tensor, path: Path) -> Path:
             codes = [ctrl.intensity_code(k, 1.0) for k in range(min(ctrl.num_classes, len(EXPRESSIONS)))]
             codes.append(ctrl.neutral_code())
             g = ed.encode(xi)
-            outs = ed.decode(g.expand(len(codes), -1), torch.stack(codes).to(ed.device)).cpu().clamp(-1, 1)
+            outs = ed.decode(g.expand(len(codes), -1), torch.stack(codes).to(ed.device), source=xi).cpu().clamp(-1, 1)
             rows.append(torch.cat([_resized(xi, outs.shape[-1]), outs]))
             names.append(f"face {i + 1}: {name}")
     side = max(r.shape[-1] for r in rows)

@@ -208,7 +208,7 @@ def _render(editor, faces: FaceSplit, batch_size: int, notes: list[str]) -> Rend
     def render(code: Tensor) -> Tensor:
         code = code.to(editor.device)
         codes = code.expand(len(g), -1) if code.dim() == 1 else code
-        return torch.cat([editor.decode(g[i:i + batch_size], codes[i:i + batch_size]).cpu()
+        return torch.cat([editor.decode(g[i:i + batch_size], codes[i:i + batch_size], source=x[i:i + batch_size]).cpu()
                           for i in range(0, len(g), batch_size)]).clamp(-1, 1)
 
     edits = torch.stack([render(ctrl.intensity_code(k, 1.0)) for k in range(n_cls)])  # (K, N, 3, S, S)

@@ -182,7 +182,7 @@ class EditService:
     def _edited(self, s: Session, expression: str, intensity: float) -> np.ndarray:
         c = self.editor.code(expression, intensity=intensity)  # InputError for bad values
         with self._model_lock:
-            out = self.editor.decode(s.code, c)
+            out = self.editor.decode(s.code, c, source=to_tensor(s.crop)[None])
         return to_uint8(out[0])
 
     def _transferred(self, target: Session, source: Session, label: str) -> np.ndarray:
@@ -195,7 +195,7 @@ class EditService:
             raise HTTPError(501, "this checkpoint has no D_img/Q, which expression transfer needs")
         with self._model_lock:
             c = self.editor.code_from_image(to_tensor(source.crop)[None], k)
-            out = self.editor.decode(target.code, c)
+            out = self.editor.decode(target.code, c, source=to_tensor(target.crop)[None])
         return to_uint8(out[0])
 
     def original_png(self, token: str) -> bytes:

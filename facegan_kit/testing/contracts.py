@@ -124,6 +124,7 @@ def tiny_step_context(batch: int = 4, image_size: int = 16, num_classes: int = 6
     c = models["controller"](y, generator=gen)
     x_hat = models["decoder"](g, c)
     return StepContext(models=models, x=x, y=y, g=g, g_from_encoder=with_encoder, c=c, x_hat=x_hat,
+                       x_in=x if with_encoder else None,
                        z_prior=_uniform(gen, batch, z), stage="test")
 
 

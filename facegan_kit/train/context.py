@@ -23,6 +23,9 @@ class StepContext:
         z_prior: a sample of the identity prior ``(N,Z)`` for D_z.
         stage: the stage name.
         sample_index, sample_flip, sample_source: where the batch came from (feature caches).
+        x_in: the faces the encoder read (``x`` itself unless the stage pairs photos of one
+            person), None when the identity came from the prior; decoders with
+            ``uses_source`` read it.
     """
 
     models: dict[str, nn.Module]
@@ -42,6 +45,7 @@ class StepContext:
     sample_index: Tensor | None = None
     sample_flip: Tensor | None = None
     sample_source: Any = None
+    x_in: Tensor | None = None
 
     def memo(self, key: str, fn):
         """Compute ``fn()`` once per step and phase (e.g. one D(x_hat) forward shared by the

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from facegan_kit.errors import NonFiniteLossError
-from facegan_kit.interfaces import check_shape
+from facegan_kit.interfaces import check_shape, decode
 from facegan_kit.recipe.schema import D_SLOTS, StageSpec
 from facegan_kit.train.batches import shard_slice
 from facegan_kit.train.context import StepContext
@@ -116,13 +116,14 @@ def forward_phase(models: nn.ModuleDict, plan: StagePlan, x: Tensor, y: Tensor,
         check_shape("model.controller", c, (n, getattr(dec, "code_dim", None)))
         z_prior = prior(n_all, dec.z_dim, x.device, generator)[rows]
         from_encoder = plan.spec.identity == "encoder"
+        x_in = None
         if from_encoder:
             x_in = x if getattr(batch, "x_source", None) is None else batch.x_source
             g = check_shape("model.encoder", models["encoder"](x_in), (n, dec.z_dim))
         else:
             g = prior(n_all, dec.z_dim, x.device, generator)[rows]
-        x_hat = check_shape("model.decoder", dec(g, c), tuple(x.shape))
-    ctx = StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder,
+        x_hat = check_shape("model.decoder", decode(dec, g, c, x_in), tuple(x.shape))
+    ctx = StepContext(models=dict(models.items()), x=x, y=y, g=g, g_from_encoder=from_encoder, x_in=x_in,
                       c=c, x_hat=x_hat, z_prior=z_prior, stage=plan.spec.name,
                       sample_index=getattr(batch, "index", None), sample_flip=getattr(batch, "flip", None),
                       sample_source=source)

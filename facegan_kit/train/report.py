@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from facegan_kit import EXPRESSIONS
 from facegan_kit.checkpoint import atomic_write_bytes
+from facegan_kit.interfaces import decode
 from facegan_kit.figures import save_sheet
 
 
@@ -131,13 +132,14 @@ def sample_grid(models: nn.ModuleDict, x: Tensor, y: Tensor, identity: str, path
             g = models["encoder"](x)
         else:
             g = torch.rand(x.shape[0], dec.z_dim, generator=gen, device=x.device) * 2 - 1
-        cols = [x, dec(g, ctrl(y, generator=gen))]
+        encoded = identity == "encoder" and "encoder" in models
+        src = x if encoded else None
+        cols = [x, decode(dec, g, ctrl(y, generator=gen), src)]
         n_cls = min(ctrl.num_classes, len(EXPRESSIONS))
         for k in range(n_cls):
             code = ctrl.intensity_code(k, 1.0).to(x.device).expand(x.shape[0], -1)
-            cols.append(dec(g, code))
-        cols.append(dec(g, ctrl.neutral_code().to(x.device).expand(x.shape[0], -1)))
-        encoded = identity == "encoder" and "encoder" in models
+            cols.append(decode(dec, g, code, src))
+        cols.append(decode(dec, g, ctrl.neutral_code().to(x.device).expand(x.shape[0], -1), src))
         names = ["input" if encoded else "real face", "own label", *EXPRESSIONS[:n_cls], "neutral"]
         cells = [[c[i].float().clamp(-1, 1).cpu() for c in cols] for i in range(x.shape[0])]
         rows = [f"{expression_name(y[i])} face" for i in range(x.shape[0])]

@@ -40,6 +40,13 @@ class ExprDecoder(nn.Module):
         extra_channels: widths of the full-resolution 3x3 convs before the output conv.
         batch_norm: BatchNorm after every 3x3 conv but the output one (not in the official code;
             the quick CPU recipe uses it because it converges faster in few steps).
+        source_blend: not in the paper: the output conv also draws a mask ``a`` (sigmoid), and
+            ``x_hat = a * source + (1 - a) * drawn`` where ``source`` is the face the encoder
+            read, so pixels the expression does not change (hair, skin, the eyes' shape) can
+            come from the photo instead of through the identity code (GANimation's attention,
+            Pumarola et al. 2018). Without a source (identities from the prior) the drawn image
+            is the output. Train it with ``pairs = "same-person"``: on the photo itself,
+            copying it is a perfect reconstruction and the mask learns nothing else.
 
     Shape:
         - Input: ``g (N, z_dim)``, ``c (N, code_dim)``.
@@ -61,6 +68,7 @@ class ExprDecoder(nn.Module):
         tile: int = 8,
         extra_channels: Sequence[int] = (16,),
         batch_norm: bool = False,
+        source_blend: bool = False,
     ) -> None:
         super().__init__()
         chans = as_int_list(channels, "channels")
@@ -80,13 +88,19 @@ class ExprDecoder(nn.Module):
         for out_ch in extra:
             self.extra.append(conv(in_ch, out_ch, 3))
             in_ch = out_ch
-        self.out = conv(in_ch, 3, 3)
+        self.source_blend = bool(source_blend)
+        self.out = conv(in_ch, 4 if self.source_blend else 3, 3)
         norm = nn.BatchNorm2d if batch_norm else (lambda ch: nn.Identity())
         self.up_norms = nn.ModuleList(norm(layer.out_channels) for layer in self.ups)
         self.extra_norms = nn.ModuleList(norm(layer.out_channels) for layer in self.extra)
         init_normal_(self)
 
-    def forward(self, g: Tensor, c: Tensor) -> Tensor:
+    @property
+    def uses_source(self) -> bool:
+        """Whether :func:`facegan_kit.decode` hands this decoder the encoded face."""
+        return self.source_blend
+
+    def forward(self, g: Tensor, c: Tensor, source: Tensor | None = None) -> Tensor:
         if g.dim() != 2 or g.shape[1] != self.z_dim:
             raise ValueError(f"exprgan-decoder expects g (N, {self.z_dim}), got {tuple(g.shape)}")
         if c.dim() != 2 or c.shape != (g.shape[0], self.code_dim):
@@ -102,4 +116,11 @@ class ExprDecoder(nn.Module):
             h = F.relu(norm(conv_with_code(layer, upsample2x(h), c)))
         for layer, norm in zip(self.extra, self.extra_norms):
             h = F.relu(norm(layer(h)))
-        return torch.tanh(self.out(h))
+        out = self.out(h)
+        drawn = torch.tanh(out[:, :3])
+        if not self.source_blend or source is None:
+            return drawn
+        if source.shape != drawn.shape:
+            raise ValueError(f"exprgan-decoder: source {tuple(source.shape)} must match the output {tuple(drawn.shape)}")
+        keep = torch.sigmoid(out[:, 3:])
+        return keep * source.to(drawn.dtype) + (1 - keep) * drawn

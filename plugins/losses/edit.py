@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from facegan_kit import StepContext, bce_logits
+from facegan_kit import StepContext, bce_logits, decode
 
 
 class EditLoss(nn.Module):
@@ -49,7 +49,7 @@ class EditLoss(nn.Module):
         """(x_edit with its graph, c', y'), once per step (shared by the D and G phases)."""
         def make():
             c_new, y_new = ctx.c.roll(1, 0), ctx.y.roll(1, 0)
-            return ctx.models["decoder"](ctx.g, c_new), c_new, y_new
+            return decode(ctx.models["decoder"], ctx.g, c_new, ctx.x_in), c_new, y_new
         # step_cache, not memo: the D step's decoder pass (and its graph) is reused by the G step
         if "edit" not in ctx.step_cache:
             ctx.step_cache["edit"] = make()
