@@ -46,7 +46,9 @@ class ExprDecoder(nn.Module):
             come from the photo instead of through the identity code (GANimation's attention,
             Pumarola et al. 2018). Without a source (identities from the prior) the drawn image
             is the output. Train it with ``pairs = "same-person"``: on the photo itself,
-            copying it is a perfect reconstruction and the mask learns nothing else.
+            copying it is a perfect reconstruction and the mask learns nothing else. The
+            latest pass's mask is kept as ``last_keep`` (``(N,1,S,S)``, with its graph) for
+            the ``source-keep`` loss term.
 
     Shape:
         - Input: ``g (N, z_dim)``, ``c (N, code_dim)``.
@@ -89,6 +91,7 @@ class ExprDecoder(nn.Module):
             self.extra.append(conv(in_ch, out_ch, 3))
             in_ch = out_ch
         self.source_blend = bool(source_blend)
+        self.last_keep: Tensor | None = None
         self.out = conv(in_ch, 4 if self.source_blend else 3, 3)
         norm = nn.BatchNorm2d if batch_norm else (lambda ch: nn.Identity())
         self.up_norms = nn.ModuleList(norm(layer.out_channels) for layer in self.ups)
@@ -123,4 +126,5 @@ class ExprDecoder(nn.Module):
         if source.shape != drawn.shape:
             raise ValueError(f"exprgan-decoder: source {tuple(source.shape)} must match the output {tuple(drawn.shape)}")
         keep = torch.sigmoid(out[:, 3:])
+        self.last_keep = keep
         return keep * source.to(drawn.dtype) + (1 - keep) * drawn

@@ -160,3 +160,25 @@ class QLoss(nn.Module):
         controller = ctx.models.get("controller")
         target = controller.target(ctx.c, ctx.y) if controller is not None else ctx.c
         return q.loss(q(features), target.detach())
+
+
+class SourceKeepLoss(nn.Module):
+    """``source-keep``: ``mean(1 - a)`` of the mask ``a`` of a decoder with ``source_blend``
+    (its ``last_keep``, the latest pass's: the step's ``x_hat``): a prior for keeping the
+    photo's pixels, not in the paper.
+
+    Why: on the training people the decoder learns to draw each face from its identity code,
+    so reconstruction alone never asks the mask to keep the photo, and on new people the drawn
+    face is a generic one. With this prior the mask keeps a pixel unless drawing it lowers the
+    reconstruction loss by more than the term's weight (both are means over pixels).
+    """
+
+    needs: tuple[str, ...] = ()
+    requires_encoder: bool = True
+
+    def g_loss(self, ctx: StepContext) -> Tensor:
+        keep = getattr(ctx.models["decoder"], "last_keep", None)
+        if keep is None:
+            raise ValueError("source-keep: the decoder drew no mask (it needs source_blend = true, "
+                             "and the stage identity = 'encoder')")
+        return (1 - keep).mean()

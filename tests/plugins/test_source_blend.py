@@ -61,3 +61,24 @@ def test_a_trained_blend_model_edits_from_the_photo(tmp_path):
     assert not torch.allclose(with_photo, other)
     assert not torch.allclose(with_photo, ed.decode(g, code))  # no photo: the drawn face
     assert ed.grid(x[:1]).shape[1:] == (7, 3, 16, 16)
+
+
+def test_source_keep_is_the_mean_of_what_the_mask_draws_and_trains_the_decoder():
+    from facegan_kit.testing import tiny_step_context
+    from facegan_plugins.losses.terms import SourceKeepLoss
+
+    term = SourceKeepLoss()
+    ctx = tiny_step_context()
+    with pytest.raises(ValueError, match="source_blend"):
+        term.g_loss(ctx)  # the paper's decoder draws no mask
+    dec = _decoder(True)
+    g, c = torch.rand(2, 4) * 2 - 1, torch.rand(2, 6) * 2 - 1
+    src = torch.rand(2, 3, 16, 16) * 2 - 1
+    ctx = type(ctx)(models={"decoder": dec}, x=src, y=torch.eye(6)[:2], g=g, g_from_encoder=True, c=c,
+                    x_hat=decode(dec, g, c, src), z_prior=g, x_in=src)
+    value = term.g_loss(ctx)
+    assert torch.allclose(value, (1 - dec.last_keep).mean())
+    value.backward()
+    assert dec.out.weight.grad is not None and float(dec.out.weight.grad.abs().sum()) > 0
+    # the term only lowers by keeping more: its gradient on the mask logit is negative
+    assert float(dec.out.bias.grad[3]) < 0 and float(dec.out.bias.grad[:3].abs().sum()) == 0
