@@ -148,6 +148,12 @@ class Editor:
             raise CheckpointError("this checkpoint has no encoder (a stage-1-only model?)")
         return self.models["encoder"](self._check_images(x))
 
+    @property
+    def uses_source(self) -> bool:
+        """Whether the decoder also reads the photo being edited (``source_blend``): then
+        :meth:`decode` needs the encoded faces as ``source``."""
+        return bool(getattr(self.models["decoder"], "uses_source", False))
+
     @torch.no_grad()
     def decode(self, g: Tensor, c: Tensor, source: Tensor | None = None) -> Tensor:
         """Faces of identity codes ``g`` with expression codes ``c`` (``(C,)`` is broadcast).

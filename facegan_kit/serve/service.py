@@ -179,10 +179,15 @@ class EditService:
         return self._describe(self._new_session(img, img.shape[1], img.shape[0], True))
 
     # -- edits ------------------------------------------------------------------------------------
+    def _photo(self, s: Session) -> dict:
+        """The session's face for decoders that blend the photo in (``Editor.uses_source``); an
+        editor without that attribute is called as before."""
+        return {"source": to_tensor(s.crop)[None]} if getattr(self.editor, "uses_source", False) else {}
+
     def _edited(self, s: Session, expression: str, intensity: float) -> np.ndarray:
         c = self.editor.code(expression, intensity=intensity)  # InputError for bad values
         with self._model_lock:
-            out = self.editor.decode(s.code, c, source=to_tensor(s.crop)[None])
+            out = self.editor.decode(s.code, c, **self._photo(s))
         return to_uint8(out[0])
 
     def _transferred(self, target: Session, source: Session, label: str) -> np.ndarray:
@@ -195,7 +200,7 @@ class EditService:
             raise HTTPError(501, "this checkpoint has no D_img/Q, which expression transfer needs")
         with self._model_lock:
             c = self.editor.code_from_image(to_tensor(source.crop)[None], k)
-            out = self.editor.decode(target.code, c, source=to_tensor(target.crop)[None])
+            out = self.editor.decode(target.code, c, **self._photo(target))
         return to_uint8(out[0])
 
     def original_png(self, token: str) -> bytes:

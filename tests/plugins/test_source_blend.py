@@ -52,6 +52,7 @@ def test_a_trained_blend_model_edits_from_the_photo(tmp_path):
     run = train(TINY, tmp_path / "run", progress=False, overrides=[
         "model.decoder.source_blend=true", 'stages.1.pairs="same-person"', 'stages.2.pairs="same-person"'])
     ed = Editor.from_checkpoint(run.checkpoint)
+    assert ed.uses_source
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     g = ed.encode(x)
     code = ed.code("happy", intensity=1.0)
