@@ -13,7 +13,13 @@
 #      (`facegan train`, train.cuda_graphs = "auto": on);
 #   5. oracle quality of that model on 8 test and 8 training subjects (what `facegan eval` reports);
 #   6. with COMPILE=1: train_step.py for the last stage with torch.compile (no gain measured on an
-#      H100 at batch 48, and minutes of compilation).
+#      H100 at batch 48, and minutes of compilation);
+#   7. only when asked (PARTS=real, in a call of its own: it needs the whole budget): real faces
+#      at 128 px, benchmarks/real_faces.py on the set that `REAL=... prepare_gpu_carry.sh` put in
+#      .gpu/real, one held-out split (REAL_SPLITS), two recipes trained side by side on the GPU:
+#      "paper" = $RECIPE on the prepared faces, "options" = the same plus the real-face options of
+#      recipes/exprgan-real-quick.toml (same-person pairs, z 200, source blend + source-keep);
+#      each judged by FER, dlib and Fisherfaces beside the judges' ceilings -> real_<variant>.json.
 # Each part has its own time limit, cut to what is left of BUDGET, and the script goes on when one
 # fails (its exit status says whether all passed); everything lands in $OUT (log.txt,
 # train_step.{json,md}, decoder_speed.md, run.json, log.jsonl, samples.png, quality.json) -- eight
@@ -29,11 +35,16 @@
 #   # plumbing check on a CPU, in about two minutes (the tiny test recipe, batch 8 and 16; the
 #   # oracles the test suite trained, else the quality part trains them first, past its limit):
 #   OUT=/tmp/gc DEVICE=cpu FACEGAN_CACHE=$PWD/.cache/facegan-tests bash benchmarks/gpu_checks.sh
+#   # the real-face part alone, on the device (after REAL=... prepare_gpu_carry.sh here):
+#   PARTS=real OUT=$OUT bash benchmarks/gpu_checks.sh
+#   # its plumbing on a CPU (the tiny recipe at 16 px on a prepared set; a few minutes):
+#   PARTS=real DEVICE=cpu REAL_DATA=data/tw OUT=/tmp/gcr bash benchmarks/gpu_checks.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 if [ "$DEVICE" = cpu ]; then   # a dry run: the same parts on the tiny recipe
     RECIPE=${RECIPE:-tests/fixtures/tiny.toml}
     BATCHES=${BATCHES:-8 16}
+    REAL_SIZE=${REAL_SIZE:-16}
 fi
 OUT=${OUT:-runs/gpu-checks}
 RECIPE=${RECIPE:-recipes/exprgan.toml}
@@ -42,12 +53,19 @@ BUDGET=${BUDGET:-540}           # seconds for the whole script; each part's limi
 RUN=${RUN:-/tmp/gpu-checks-run}
 LAST_STAGE=${LAST_STAGE:-refining}
 FACEGAN=${FACEGAN:-facegan}   # or "python3 -m facegan_kit"
-PARTS=${PARTS:-tests bench profile train quality}   # which parts run (COMPILE=1 adds the compile one)
+PARTS=${PARTS:-tests bench profile train quality}   # which parts run (COMPILE=1 adds the compile one; "real")
 BENCH_STAGES=${BENCH_STAGES:-$LAST_STAGE}           # stages train_step.py measures ("" = all)
 TRAIN_LIMIT=${TRAIN_LIMIT:-420}
 QUALITY_LIMIT=${QUALITY_LIMIT:-150}
 TRAIN_SET=${TRAIN_SET:-}        # extra "--set key=value ..." for the training run (a variant)
 COPY_LOG=${COPY_LOG:-1}         # 0: leave log.jsonl behind (two variants must fit in 8 files)
+REAL_DATA=${REAL_DATA:-.gpu/real}          # the "real" part: a prepared set, its held-out splits (indices
+REAL_SPLITS=${REAL_SPLITS:-0}              # into real_faces.py's), variants and time limit
+REAL_VARIANTS=${REAL_VARIANTS:-paper options}
+REAL_LIMIT=${REAL_LIMIT:-500}
+REAL_SIZE=${REAL_SIZE:-128}
+REAL_SET=${REAL_SET:-}                     # extra "--set key=value ..." for every real-face run
+REAL_KEEP=${REAL_KEEP:-0.1}                # the "options" variant's source-keep weight
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 export PYTHONUNBUFFERED=1
@@ -154,6 +172,37 @@ if [ "${COMPILE:-0}" = 1 ]; then
     # shellcheck disable=SC2086
     limit 150 python3 benchmarks/train_step.py --recipe "$RECIPE" --device "$DEVICE" --batch $BATCHES \
         --stages "$LAST_STAGE" --opt train.compile=true --json "$OUT/train_step_compile.json"
+fi
+if want real; then
+    part "real faces: $RECIPE at $REAL_SIZE px on $REAL_DATA, split(s) $REAL_SPLITS, variants $REAL_VARIANTS"
+    if [ ! -f "$REAL_DATA/index.csv" ]; then
+        echo "-- skipped: $REAL_DATA/index.csv is missing (REAL=<prepared set> bash benchmarks/prepare_gpu_carry.sh)" | tee -a "$LOG"
+        FAILED="$FAILED [$CURRENT: no data]"
+    else
+        options="--set model.z_dim=200 --set model.decoder.source_blend=true --set losses.keep.type=source-keep"
+        for st in 1 2; do
+            options="$options --set stages.$st.pairs=same-person --set stages.$st.losses.keep=$REAL_KEEP"
+        done
+        real_one() {  # variant split: train and judge one split of one variant (its own process)
+            local extra=""
+            [ "$1" = options ] && extra=$options
+            # shellcheck disable=SC2086  # option lists
+            OMP_NUM_THREADS=4 python3 benchmarks/real_faces.py --data "$REAL_DATA" --recipe "$RECIPE" \
+                --out "$RUN-real-$1" --only "$2" --device "$DEVICE" --quiet --json "$OUT/real_$1_$2.json" \
+                --set data.type=prepared --set data.size=$REAL_SIZE --set model.image_size=$REAL_SIZE $extra $REAL_SET \
+                > "$RUN-real-$1-$2.log" 2>&1
+            local rc=$?
+            sed "s/^/[$1 $2] /" "$RUN-real-$1-$2.log"
+            return $rc
+        }
+        export -f real_one
+        export REAL_DATA REAL_SIZE RECIPE RUN DEVICE OUT REAL_SET options
+        jobs_=""
+        for v in $REAL_VARIANTS; do for sp in $REAL_SPLITS; do jobs_="$jobs_ $v:$sp"; done; done
+        # shellcheck disable=SC2086
+        limit "$REAL_LIMIT" bash -c 'pids=""; for j in "$@"; do real_one "${j%%:*}" "${j##*:}" & pids="$pids $!"; done
+            rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc' _ $jobs_
+    fi
 fi
 if [ -z "$FAILED" ]; then
     part "done: every part passed"

@@ -70,7 +70,7 @@ def run_split(i: int, held: list[str], args) -> dict:
         if args.no_train:
             raise SystemExit(f"real_faces: {ckpt} does not exist (drop --no-train to train it)")
         t0 = time.perf_counter()
-        train(args.recipe, run, overrides=overrides, progress=not args.quiet)
+        train(args.recipe, run, overrides=overrides, device=args.device, progress=not args.quiet)
         seconds = round(time.perf_counter() - t0, 1)
     cached = run / "real_scores.json"
     if cached.exists() and cached.stat().st_mtime > ckpt.stat().st_mtime and seconds is None:
@@ -78,7 +78,7 @@ def run_split(i: int, held: list[str], args) -> dict:
     out = {"held_out": held, "checkpoint": str(ckpt), "train_seconds": seconds}
     for split in ("test", "train"):
         out[split] = evaluate(ckpt, split=split, max_subjects=len(held) if split == "train" else None,
-                              identity_faces=args.identity_faces)
+                              identity_faces=args.identity_faces, device=args.device or "cpu")
         print(f"split {i} {split}: expression {out[split]['expression_accuracy']}, identity median "
               f"{out[split]['identity_distance_median']}", file=sys.stderr, flush=True)
     cached.write_text(json.dumps(out, indent=2, default=str))
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--identity-faces", type=int, default=40, help="Photos per person sent to dlib.")
     ap.add_argument("--no-train", action="store_true", help="Only score existing checkpoints.")
+    ap.add_argument("--device", default=None,
+                    help="Where to train and render the edits (default: the recipe's train.device to train, "
+                         "the CPU to score); the judges (dlib, Fisherfaces) run on the CPU whatever this says.")
     ap.add_argument("--only", type=int, default=None, metavar="I",
                     help="Only split I (0-based; several processes can share the work). Scores are kept in "
                          "OUT/split<I>/real_scores.json and reused by a later run.")
