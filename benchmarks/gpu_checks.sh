@@ -65,7 +65,7 @@ REAL_VARIANTS=${REAL_VARIANTS:-paper options}
 REAL_LIMIT=${REAL_LIMIT:-500}
 REAL_SIZE=${REAL_SIZE:-128}
 REAL_SET=${REAL_SET:-}                     # extra "--set key=value ..." for every real-face run
-REAL_KEEP=${REAL_KEEP:-0.1}                # the "options" variant's source-keep weight
+REAL_KEEP=${REAL_KEEP:-0.2}                # the "options" variant's source-keep weight
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 export PYTHONUNBUFFERED=1
