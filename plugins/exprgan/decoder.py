@@ -49,6 +49,13 @@ class ExprDecoder(nn.Module):
             copying it is a perfect reconstruction and the mask learns nothing else. The
             latest pass's mask is kept as ``last_keep`` (``(N,1,S,S)``, with its graph) for
             the ``source-keep`` loss term.
+        mask_sees_source: not in the paper, with ``source_blend`` only: the mask also reads the
+            photo (a 3-layer conv net to quarter resolution, receptive field ~19 px, upsampled
+            and joined to the last feature maps), its logits added to those drawn from
+            ``(g, c)``. Why: with same-person pairs ``g`` is trained to carry the person and not
+            the expression, so a mask computed from ``(g, c)`` cannot tell where the photo's
+            own expression lies (an open mouth, raised brows) and must open wherever any
+            photo might differ; seeing the photo, it can keep the rest.
 
     Shape:
         - Input: ``g (N, z_dim)``, ``c (N, code_dim)``.
@@ -71,6 +78,7 @@ class ExprDecoder(nn.Module):
         extra_channels: Sequence[int] = (16,),
         batch_norm: bool = False,
         source_blend: bool = False,
+        mask_sees_source: bool = False,
     ) -> None:
         super().__init__()
         chans = as_int_list(channels, "channels")
@@ -93,6 +101,13 @@ class ExprDecoder(nn.Module):
         self.source_blend = bool(source_blend)
         self.last_keep: Tensor | None = None
         self.out = conv(in_ch, 4 if self.source_blend else 3, 3)
+        if mask_sees_source and not self.source_blend:
+            raise ValueError("exprgan-decoder: mask_sees_source needs source_blend = true")
+        self.mask_source: nn.Module | None = None
+        if mask_sees_source:
+            self.mask_source = nn.Sequential(
+                conv(3, 16, 3, 2), nn.ReLU(), conv(16, 32, 3, 2), nn.ReLU(), conv(32, 32, 3), nn.ReLU())
+            self.mask_head = conv(in_ch + 32, 1, 3)
         norm = nn.BatchNorm2d if batch_norm else (lambda ch: nn.Identity())
         self.up_norms = nn.ModuleList(norm(layer.out_channels) for layer in self.ups)
         self.extra_norms = nn.ModuleList(norm(layer.out_channels) for layer in self.extra)
@@ -125,6 +140,11 @@ class ExprDecoder(nn.Module):
             return drawn
         if source.shape != drawn.shape:
             raise ValueError(f"exprgan-decoder: source {tuple(source.shape)} must match the output {tuple(drawn.shape)}")
-        keep = torch.sigmoid(out[:, 3:])
+        logits = out[:, 3:]
+        if self.mask_source is not None:
+            seen = self.mask_source(source.to(drawn.dtype))
+            seen = F.interpolate(seen, size=drawn.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits + self.mask_head(torch.cat([h, seen], dim=1))
+        keep = torch.sigmoid(logits)
         self.last_keep = keep
         return keep * source.to(drawn.dtype) + (1 - keep) * drawn

@@ -83,3 +83,30 @@ def test_source_keep_is_the_mean_of_what_the_mask_draws_and_trains_the_decoder()
     assert dec.out.weight.grad is not None and float(dec.out.weight.grad.abs().sum()) > 0
     # the term only lowers by keeping more: its gradient on the mask logit is negative
     assert float(dec.out.bias.grad[3]) < 0 and float(dec.out.bias.grad[:3].abs().sum()) == 0
+
+
+def test_a_mask_that_sees_the_source_depends_on_the_photo_where_the_code_alone_cannot():
+    with pytest.raises(ValueError, match="source_blend"):
+        ExprDecoder(image_size=16, z_dim=4, code_dim=6, channels=[8, 4], fc_channels=8, mask_sees_source=True)
+    torch.manual_seed(0)
+    dec = ExprDecoder(image_size=16, z_dim=4, code_dim=6, channels=[8, 4], fc_channels=8,
+                      source_blend=True, mask_sees_source=True).eval()
+    g, c = torch.rand(1, 4) * 2 - 1, torch.rand(1, 6) * 2 - 1
+    a, b = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    dec(g, c, source=a)
+    keep_a = dec.last_keep.clone()
+    dec(g, c, source=b)
+    assert not torch.allclose(keep_a, dec.last_keep)  # the photo moves the mask
+    plain = _decoder(True).eval()
+    plain(g, c, source=a)
+    keep_plain = plain.last_keep.clone()
+    plain(g, c, source=b)
+    assert torch.equal(keep_plain, plain.last_keep)  # without the option it cannot
+    # the source-keep term trains the photo's branch too
+    dec = ExprDecoder(image_size=16, z_dim=4, code_dim=6, channels=[8, 4], fc_channels=8,
+                      source_blend=True, mask_sees_source=True)
+    dec(g, c, source=a)
+    (1 - dec.last_keep).mean().backward()
+    assert float(dec.mask_head.weight.grad.abs().sum()) > 0
+    assert float(dec.mask_source[0].weight.grad.abs().sum()) > 0
+
