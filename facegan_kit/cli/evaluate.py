@@ -48,6 +48,7 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
 
     The output folder must be new or empty (--overwrite replaces it whole).
     """
+    from facegan_kit.eval.metrics import REAL_KEYS
     from facegan_kit.eval.report import fmt
     from facegan_kit.eval.suite import evaluate
     from facegan_kit.outputs import claim_folder
@@ -64,10 +65,13 @@ def eval_cmd(checkpoint, data, split, out, max_faces, max_subjects, identity_fac
                 "fer_feature_frechet", "oracle_expression_accuracy", "oracle_identity_kept_rate",
                 "oracle_recon_identity_kept_rate", "oracle_identity_match_rate", "oracle_intensity_rho_levels",
                 "oracle_intensity_rho_continuous", "oracle_neutral_rate"):
-        click.echo(f"  {key:<33} {fmt(m.get(key))}")
+        click.echo(f"  {key:<40} {fmt(m.get(key))}")
+    for key in REAL_KEYS:  # real photos: the judges' ceilings and the edits of neutral photos
+        if m.get(key) is not None:
+            click.echo(f"  {key:<40} {fmt(m[key])}")
     for name, values in m.get("plugin_metrics", {}).items():  # registered `metric` components
         for key, v in values.items():
-            click.echo(f"  {name + ': ' + key:<33} {fmt(v)}")
+            click.echo(f"  {name + ': ' + key:<40} {fmt(v)}")
     for note in m["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out / 'report.md'}")

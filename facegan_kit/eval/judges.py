@@ -10,7 +10,8 @@ None of these reuse networks trained or ported elsewhere in the project:
   penultimate features (metric key ``fer_feature_frechet``; this is *not* FID,
   which uses Inception-v3 pool features);
 * :func:`l1`, :func:`psnr`, :func:`ssim` - reconstruction metrics (kornia);
-* :func:`spearman_rho` - monotonicity of a measurement over intensity levels.
+* :func:`spearman_rho` / :func:`spearman_rows` - monotonicity of a measurement over intensity
+  levels (the mean over faces / each face's).
 
 Images are ``(N, 3, S, S)`` RGB tensors (or arrays) in [-1, 1] throughout.
 """
@@ -226,26 +227,31 @@ def ssim(a: ArrayLike, b: ArrayLike, window_size: int = 11) -> float:
 
 
 # --------------------------------------------------------------------------- monotonicity
-def spearman_rho(levels: Sequence[float], values: ArrayLike) -> float:
-    """Mean over faces of Spearman's rho between intensity ``levels`` (L,) and
-    ``values`` (N, L) (or (L,) for one face), via ``scipy.stats.spearmanr``.
-    Faces whose values are constant (rho undefined) are skipped; ``nan`` if all are."""
+def spearman_rows(levels: Sequence[float], values: ArrayLike) -> np.ndarray:
+    """Spearman's rho between intensity ``levels`` (L,) and each face's ``values`` (N, L) (or (L,)
+    for one face), via ``scipy.stats.spearmanr``: ``(N,)``, ``nan`` where a face's values are
+    constant (rho undefined)."""
     lv = np.asarray(levels, np.float64).ravel()
     v = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, np.float64)
     v = v[None] if v.ndim == 1 else v
     if v.ndim != 2 or v.shape[1] != lv.size:
         raise ValueError(f"values must be (N, {lv.size}), got {v.shape}")
-    rhos = []
-    for row in v:
-        if np.ptp(row) == 0 or np.ptp(lv) == 0:
-            continue
-        rhos.append(scipy.stats.spearmanr(lv, row).statistic)
-    return float(np.mean(rhos)) if rhos else float("nan")
+    if np.ptp(lv) == 0:
+        return np.full(len(v), np.nan)
+    return np.array([scipy.stats.spearmanr(lv, row).statistic if np.ptp(row) > 0 else np.nan for row in v])
+
+
+def spearman_rho(levels: Sequence[float], values: ArrayLike) -> float:
+    """Mean over faces of :func:`spearman_rows`; faces whose rho is undefined are skipped, ``nan``
+    if all are."""
+    rows = spearman_rows(levels, values)
+    rows = rows[np.isfinite(rows)]
+    return float(rows.mean()) if len(rows) else float("nan")
 
 
 __all__ = [
     "JUDGE_CLASSES", "REALISM_METRIC_KEY", "ExpressionJudge", "IdentityJudge",
-    "realism_score", "l1", "psnr", "ssim", "spearman_rho", "identity_kept_rate", "identity_match_rate",
+    "realism_score", "l1", "psnr", "ssim", "spearman_rows", "spearman_rho", "identity_kept_rate", "identity_match_rate",
 ]
 
 

@@ -36,6 +36,7 @@ REAL_KEYS: dict[str, tuple[float | None, float | None]] = {
     "ceiling_identity_same_person_rate_under_0.6": (0.0, 1.0),
     "ceiling_identity_other_people_median": (0.0, None),
     "ceiling_identity_roundtrip_median": (0.0, None),
+    "ceiling_intensity_rho_morph": (-1.0, 1.0),
     "neutral_source_expression_accuracy": (0.0, 1.0),
     "neutral_source_identity_distance_median": (0.0, None),
     "neutral_source_identity_rate_under_0.6": (0.0, 1.0),
@@ -44,15 +45,22 @@ REAL_KEYS: dict[str, tuple[float | None, float | None]] = {
     "classical_identity_chance": (0.0, 1.0),
 }
 SCALAR_KEYS.update(REAL_KEYS)
-#: Per-class dictionaries (expression name -> accuracy in [0, 1]).
-PER_CLASS_KEYS = ("expression_accuracy_per_class", "oracle_expression_accuracy_per_class")
+#: Per-class dictionaries (target expression name -> value), with their valid range.
+PER_CLASS_KEYS: dict[str, tuple[float, float]] = {
+    "expression_accuracy_per_class": (0.0, 1.0),
+    "oracle_expression_accuracy_per_class": (0.0, 1.0),
+    "intensity_rho_levels_per_class": (-1.0, 1.0),
+    "ceiling_judge_accuracy_native_per_class": (0.0, 1.0),
+    "ceiling_intensity_rho_morph_per_class": (-1.0, 1.0),
+}
 #: Which judge or oracle each key needs.
 KEY_SOURCE = {
     **{k: "expression" for k in ("expression_accuracy", "judge_accuracy_real", "intensity_rho_levels",
                                  "intensity_rho_continuous", "neutral_rate", "fer_feature_frechet",
-                                 "expression_accuracy_per_class")},
+                                 "expression_accuracy_per_class", "intensity_rho_levels_per_class")},
     "identity_distance_median": "identity", "identity_rate_under_0.6": "identity",
-    **{k: "real" for k in REAL_KEYS},
+    **{k: "real" for k in (*REAL_KEYS, "ceiling_judge_accuracy_native_per_class",
+                           "ceiling_intensity_rho_morph_per_class")},
     **{k: "oracle" for k in SCALAR_KEYS if k.startswith("oracle_")},
     "oracle_expression_accuracy_per_class": "oracle",
 }
@@ -72,13 +80,13 @@ def check_metrics(metrics: dict[str, Any]) -> list[str]:
             problems.append(f"{key} = {v!r} is not a finite number")
         elif (lo is not None and v < lo - 1e-9) or (hi is not None and v > hi + 1e-9):
             problems.append(f"{key} = {v} outside [{lo}, {hi}]")
-    for key in PER_CLASS_KEYS:
+    for key, (lo, hi) in PER_CLASS_KEYS.items():
         if key not in metrics:
             problems.append(f"missing key {key}")
         elif metrics[key] is not None:
             for name, v in metrics[key].items():
-                if not 0.0 <= v <= 1.0:
-                    problems.append(f"{key}[{name}] = {v} outside [0, 1]")
+                if v is not None and not lo - 1e-9 <= v <= hi + 1e-9:
+                    problems.append(f"{key}[{name}] = {v} outside [{lo}, {hi}]")
     return problems
 
 

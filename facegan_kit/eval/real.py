@@ -12,7 +12,12 @@ score is reported beside the same judge on the real held-out photos themselves (
   photo of the person in the target expression);
 - ``ceiling_identity_other_people_median``: dlib distance between photos of different people;
 - ``ceiling_identity_roundtrip_median``: a photo against itself after the model's resolution
-  round trip (what the resolution alone costs).
+  round trip (what the resolution alone costs);
+- ``ceiling_intensity_rho_morph``: the intensity rho of a cross-fade from each person's real
+  neutral photo to their real expressive photo (t = 0.2 .. 1). Real photos carry no intensity
+  labels, so this is how well the judge orders an expression that truly grows on this person's
+  face; its per-class values show targets the judge can hardly read (where an edit's rho is
+  mostly the judge's noise).
 
 A model trained with dlib's network in its identity loss cannot be judged by dlib alone, so
 ``classical_identity_rate`` identifies each edit among the held-out people with Fisherfaces (PCA
@@ -36,7 +41,8 @@ from facegan_kit import EXPRESSIONS
 from facegan_kit.data.base import FaceSplit, to_float
 from facegan_kit.eval.metrics import REAL_KEYS
 
-__all__ = ["REAL_KEYS", "roundtrip", "identity_ceilings", "fisherfaces_identification", "real_face_scores",
+__all__ = ["REAL_KEYS", "roundtrip", "identity_ceilings", "morph_rho_ceiling", "fisherfaces_identification",
+           "real_face_scores",
            "score_real"]
 
 
@@ -179,6 +185,10 @@ def real_face_scores(held: FaceSplit, size: int, edit_fn: Callable[[Tensor], Ten
     if ej is not None and bool(expressive.any()):
         pred = ej.probs(native[expressive])[:, :len(EXPRESSIONS)].argmax(1)
         m["ceiling_judge_accuracy_native"] = float((pred == held.expression[expressive]).float().mean())
+        m["ceiling_judge_accuracy_native_per_class"] = {
+            EXPRESSIONS[k]: float((pred[held.expression[expressive] == k] == k).float().mean())
+            for k in held.expression[expressive].unique().tolist()}
+        m.update(morph_rho_ceiling(native, held.subject, held.expression, ej, notes))
     neutral_edits = None
     if len(neutral_rows):
         small = F.interpolate(native[neutral_rows], size=(size, size), mode="bilinear", antialias=True,
@@ -195,6 +205,36 @@ def real_face_scores(held: FaceSplit, size: int, edit_fn: Callable[[Tensor], Ten
     src_subject = held.subject.numpy()[source_row]
     m.update(_classical(held, size, sources, src_subject, source_row, edits))
     return m, notes
+
+
+def morph_rho_ceiling(images: Tensor, subject: Tensor, expression: Tensor, ej: Any,
+                      notes: list[str]) -> dict[str, Any]:
+    """``ceiling_intensity_rho_morph`` (and per class): the judge's target probability along a
+    pixel cross-fade from the person's first neutral photo to each of their expressive photos
+    (aligned photos of one person, so the fade is an expression growing on that face)."""
+    from facegan_kit.eval.judges import spearman_rows
+    from facegan_kit.eval.scoring import PATH_T, per_class_mean
+
+    out: dict[str, Any] = {"ceiling_intensity_rho_morph": None, "ceiling_intensity_rho_morph_per_class": None}
+    n_expr = len(EXPRESSIONS)
+    first_neutral: dict[int, int] = {}
+    for i, (s, e) in enumerate(zip(subject.tolist(), expression.tolist())):
+        if e == n_expr:
+            first_neutral.setdefault(s, i)
+    rows = [i for i, (s, e) in enumerate(zip(subject.tolist(), expression.tolist()))
+            if e < n_expr and s in first_neutral]
+    if not rows:
+        notes.append("No held-out person has both a neutral and an expressive photo: the intensity "
+                     "ceiling (ceiling_intensity_rho_morph) is not measured.")
+        return out
+    src = images[[first_neutral[int(subject[i])] for i in rows]]
+    dst, target = images[rows], expression[rows]
+    probs = [ej.probs((1 - t) * src + t * dst)[torch.arange(len(rows)), target] for t in PATH_T]
+    rho = spearman_rows(PATH_T, torch.stack(probs, dim=1))
+    finite = rho[np.isfinite(rho)]
+    out["ceiling_intensity_rho_morph"] = float(finite.mean()) if len(finite) else None
+    out["ceiling_intensity_rho_morph_per_class"] = per_class_mean(rho, target.numpy())
+    return out
 
 
 def _per_subject_rows(subject: np.ndarray, cap: int | None) -> np.ndarray:

@@ -36,6 +36,7 @@ METRIC_ROWS: list[tuple[str, str, str]] = [
     ("recon_ssim", "reconstruction SSIM", "higher"),
     ("intensity_rho_levels", "intensity Spearman rho over levels (judge)", "higher"),
     ("intensity_rho_continuous", "intensity Spearman rho over t=0.2..1 (judge)", "higher"),
+    ("ceiling_intensity_rho_morph", "ceiling: rho of a real neutral-to-expression cross-fade (judge)", "higher"),
     ("neutral_rate", "neutral code judged neutral", "higher"),
     ("fer_feature_frechet", "realism: fer_feature_frechet (not FID)", "lower"),
     ("oracle_expression_accuracy", "oracle: expression accuracy of edits", "higher"),
@@ -157,16 +158,7 @@ def eval_markdown(m: dict, levels: int) -> str:
             continue
         lines.append(f"| {label} | {fmt(m.get(key))} | {better} |")
     lines.append("")
-    per = m.get("expression_accuracy_per_class")
-    oper = m.get("oracle_expression_accuracy_per_class")
-    if per or oper:
-        names = list((per or oper).keys())
-        lines += ["## Expression accuracy per target class", "",
-                  "| source | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for lab, d in (("FER judge", per), ("oracle", oper)):
-            if d:
-                lines.append(f"| {lab} | " + " | ".join(fmt(d[nm], 2) for nm in names) + " |")
-        lines.append("")
+    lines += _per_class_markdown(m)
     lines += metrics_markdown(m.get("plugin_metrics") or {})
     if m.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
@@ -180,6 +172,27 @@ def eval_markdown(m: dict, levels: int) -> str:
         "Chance for a 7-way judge is 1/7 (dotted line).", "",
     ]
     return "\n".join(lines)
+
+
+#: The per-target-class table of the report: (key, row label).
+PER_CLASS_ROWS = (
+    ("expression_accuracy_per_class", "edits judged as the target (FER)"),
+    ("oracle_expression_accuracy_per_class", "edits judged as the target (oracle)"),
+    ("ceiling_judge_accuracy_native_per_class", "ceiling: FER on the real photos"),
+    ("intensity_rho_levels_per_class", "intensity rho over levels (FER)"),
+    ("ceiling_intensity_rho_morph_per_class", "ceiling: rho of a real cross-fade (FER)"),
+)
+
+
+def _per_class_markdown(m: dict) -> list[str]:
+    rows = [(label, m[key]) for key, label in PER_CLASS_ROWS if m.get(key)]
+    if not rows:
+        return []
+    names = list(rows[0][1].keys())
+    lines = ["## Per target class", "",
+             "| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fmt(d.get(nm), 2) for nm in names) + " |" for label, d in rows]
+    return lines + [""]
 
 
 # -- facegan bench ---------------------------------------------------------------------------

@@ -91,7 +91,9 @@ def score_expression_judge(ej, r: Renders, notes: list[str]) -> dict[str, Any]:
         return ej.probs(imgs)[:, k]
 
     if len(r.levels) >= 2:
-        m["intensity_rho_levels"] = _nan_to_none(judges.spearman_rho(r.levels, r.sweep(judge_prob, r.level_codes)))
+        rows = judges.spearman_rows(r.levels, r.sweep(judge_prob, r.level_codes))
+        m["intensity_rho_levels"] = _nan_mean(rows)
+        m["intensity_rho_levels_per_class"] = per_class_mean(rows, r.target.numpy())
     m["intensity_rho_continuous"] = _nan_to_none(judges.spearman_rho(PATH_T, r.sweep(judge_prob, r.path_codes)))
     if len(r.x) >= 2:
         m["fer_feature_frechet"] = judges.realism_score(ej.features(r.x), ej.features(r.flat_edits))
@@ -149,6 +151,17 @@ def class_scores(probs_fn, prefix: str, real_prefix: str, r: Renders) -> dict[st
         f"{real_prefix}accuracy_real": float((probs_fn(r.x).argmax(1) == r.labels).double().mean()),
         f"{prefix}neutral_rate": float((probs_fn(r.neutral).argmax(1) == NEUTRAL_INDEX).double().mean()),
     }
+
+
+def per_class_mean(values: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
+    """Mean of ``values`` over the rows of each target class (``nan`` rows skipped): which targets a
+    mean over all rows hides (e.g. one class the judge barely reads)."""
+    return {EXPRESSIONS[k]: _nan_mean(values[target == k]) for k in np.unique(target).tolist()}
+
+
+def _nan_mean(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None
 
 
 def true_attributes(fdata: FaceData) -> dict[int, np.ndarray]:

@@ -13,7 +13,7 @@ import facegan_kit
 from facegan_kit.eval import judges
 from facegan_kit.eval.fer_net import FER_CLASSES
 from facegan_kit.eval.judges import (JUDGE_CLASSES, REALISM_METRIC_KEY, ExpressionJudge, IdentityJudge,
-                                     l1, psnr, realism_score, spearman_rho, ssim)
+                                     l1, psnr, realism_score, spearman_rho, spearman_rows, ssim)
 
 has = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
 
@@ -182,6 +182,14 @@ def test_reconstruction_metrics():
 
 
 # ----------------------------------------------------------------- monotonicity
+def test_spearman_rows_gives_each_face_its_own_rho_and_nan_where_undefined():
+    rows = spearman_rows([1, 2, 3], [[1, 2, 3], [3, 2, 1], [5, 5, 5], [1, 3, 2]])
+    assert rows[:2].tolist() == pytest.approx([1.0, -1.0])
+    assert math.isnan(rows[2])
+    assert rows[3] == pytest.approx(0.5)
+    assert spearman_rho([1, 2, 3], [[1, 2, 3], [3, 2, 1], [5, 5, 5], [1, 3, 2]]) == pytest.approx(0.5 / 3)
+
+
 def test_spearman_rho():
     levels = [0.0, 0.25, 0.5, 0.75, 1.0]
     assert spearman_rho(levels, [1, 2, 3, 4, 5]) == pytest.approx(1.0)

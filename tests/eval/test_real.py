@@ -10,7 +10,7 @@ import torch
 from facegan_kit.data.base import to_float
 from facegan_kit.data.synthetic import SyntheticConfig, make_dataset
 from facegan_kit.eval.metrics import REAL_KEYS, check_metrics
-from facegan_kit.eval.real import fisherfaces_identification, identity_ceilings, roundtrip
+from facegan_kit.eval.real import fisherfaces_identification, identity_ceilings, morph_rho_ceiling, roundtrip
 from facegan_kit.eval.suite import evaluate
 
 torch.set_num_threads(1)
@@ -34,6 +34,30 @@ def test_roundtrip_loses_detail_only_when_sizes_differ():
     assert trip.shape == x.shape and (trip - x).abs().mean() > 0.05
 
 
+class _BrightnessJudge:
+    """A stand-in expression judge: 'angry' grows with brightness, 'disgust' fades with it."""
+
+    def probs(self, x):
+        b = x.mean(dim=(1, 2, 3))
+        p = torch.full((len(x), 7), 0.1)
+        p[:, 0], p[:, 1] = 1 + b, 1 - b
+        return p / p.sum(1, keepdim=True)
+
+
+def test_morph_ceiling_orders_a_fade_from_the_persons_own_neutral_photo():
+    dark, bright = torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)
+    # person 0: a neutral photo, then angry and disgust photos (both bright); person 1: no neutral
+    images = torch.stack([dark, bright, bright, bright])
+    subject, expression = torch.tensor([0, 0, 0, 1]), torch.tensor([6, 0, 1, 0])
+    notes: list[str] = []
+    out = morph_rho_ceiling(images, subject, expression, _BrightnessJudge(), notes)
+    assert out["ceiling_intensity_rho_morph_per_class"] == {"angry": pytest.approx(1.0), "disgust": pytest.approx(-1.0)}
+    assert out["ceiling_intensity_rho_morph"] == pytest.approx(0.0)  # person 1's photo had no fade
+    assert notes == []
+    none = morph_rho_ceiling(images[1:], subject[1:], expression[1:], _BrightnessJudge(), notes)
+    assert none["ceiling_intensity_rho_morph"] is None and "neutral" in notes[0]
+
+
 @pytest.fixture(scope="module")
 def faces():
     ds = make_dataset(SyntheticConfig(subjects=6, size=32, frames=4, test_subjects=1, background="plain"))
@@ -54,9 +78,9 @@ def test_fisherfaces_tell_people_apart_and_fail_on_wrong_names(faces):
 
 
 @pytest.fixture(scope="module")
-def real_eval(tiny_checkpoint, tmp_path_factory):
-    """The tiny model scored on a folder of prepared faces (written PNGs, so no synthetic ground
-    truth): the path a real dataset takes."""
+def prepared_root(tmp_path_factory):
+    """A folder of prepared faces (written PNGs, so no synthetic ground truth): the path a real
+    dataset takes."""
     from PIL import Image
 
     from facegan_kit.data.layouts import label_name
@@ -69,7 +93,13 @@ def real_eval(tiny_checkpoint, tmp_path_factory):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(src / f"p{s}_{label_name(e)}_{i}.png")
     prepare(src, root, "regex", size=32, align=False, include_neutral=True, test_ratio=0.5,
             pattern=r"(?P<subject>p\d+)_(?P<expression>[a-z]+)_\d+")
-    return evaluate(tiny_checkpoint, data=root, identity_faces=3, oracles=None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_eval(tiny_checkpoint, prepared_root):
+    """The tiny model scored on the prepared faces."""
+    return evaluate(tiny_checkpoint, data=prepared_root, identity_faces=3, oracles=None)
 
 
 def test_prepared_faces_get_every_real_key_beside_the_edit_scores(real_eval):
@@ -83,6 +113,24 @@ def test_prepared_faces_get_every_real_key_beside_the_edit_scores(real_eval):
     pytest.importorskip("fer")
     for key in REAL_KEYS:
         assert m[key] is not None, key
+    names = set(m["expression_accuracy_per_class"])
+    for key in ("ceiling_judge_accuracy_native_per_class", "ceiling_intensity_rho_morph_per_class"):
+        assert set(m[key]) <= names and m[key], key
     # two photos of one person sit nearer than photos of two people, by dlib's own measure
     assert m["ceiling_identity_same_person_median"] < m["ceiling_identity_other_people_median"]
     assert any("ceiling" in n for n in m["notes"])
+
+
+def test_eval_command_prints_the_ceilings_beside_the_edit_scores(tiny_checkpoint, prepared_root, tmp_path):
+    from click.testing import CliRunner
+
+    from facegan_kit.cli import cli
+
+    res = CliRunner().invoke(cli, ["eval", str(tiny_checkpoint), "--data", str(prepared_root), "--identity-faces",
+                                   "2", "--no-oracles", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    printed = dict(ln.split()[:2] for ln in res.stdout.splitlines() if ln.startswith("  "))
+    for key in ("classical_identity_rate", "classical_identity_rate_real"):
+        assert 0 <= float(printed[key]) <= 1, key
+    pytest.importorskip("fer")
+    assert {"ceiling_judge_accuracy_native", "ceiling_intensity_rho_morph"} <= set(printed)

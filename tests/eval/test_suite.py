@@ -64,6 +64,9 @@ def test_every_documented_key_in_range(tiny_eval):
         # overall accuracy is the mean of the (equally sized) per-class accuracies
         per = metrics["expression_accuracy_per_class"].values()
         assert math.isclose(metrics["expression_accuracy"], sum(per) / len(per), abs_tol=1e-9)
+        # the intensity rho per target class brackets the overall rho (a mean over the same rows)
+        rho = [v for v in metrics["intensity_rho_levels_per_class"].values() if v is not None]
+        assert min(rho) - 1e-9 <= metrics["intensity_rho_levels"] <= max(rho) + 1e-9
 
 
 def test_report_files(tiny_eval):
@@ -73,6 +76,7 @@ def test_report_files(tiny_eval):
     assert json.loads((out / "metrics.json").read_text())["expression_accuracy"] == metrics["expression_accuracy"]
     md = (out / "report.md").read_text()
     assert "| metric | value | better |" in md and "fer_feature_frechet" in md and "oracle" in md
+    assert "| edits judged as the target (FER) |" in md or not _judges_available()
 
 
 def test_missing_judges_are_noted_not_fatal(tiny_checkpoint):
