@@ -49,7 +49,7 @@ ROWS = (
     ("classical_identity_chance", "Fisherfaces chance level, %", 100),
     ("intensity_rho_levels", "rho of the target's probability over --level", 1),
     ("intensity_rho_continuous", "rho over --intensity", 1),
-    ("ceiling_intensity_rho_morph", "ceiling: rho over a real neutral-to-expression cross-fade", 1),
+    ("ceiling_intensity_rho_morph", "reference: rho over a real neutral-to-expression cross-fade", 1),
     ("neutral_rate", "neutral code judged neutral, %", 100),
     ("neutral_source_expression_accuracy", "edits of neutral photos: expression, %", 100),
     ("neutral_source_identity_distance_median", "edits of neutral photos: dlib median", 1),
@@ -93,7 +93,7 @@ PER_CLASS_ROWS = (
     ("expression_accuracy_per_class", "edits judged as the target, %"),
     ("ceiling_judge_accuracy_native_per_class", "ceiling: FER on the real photos, %"),
     ("intensity_rho_levels_per_class", "rho over --level (x100)"),
-    ("ceiling_intensity_rho_morph_per_class", "ceiling: rho over a real cross-fade (x100)"),
+    ("ceiling_intensity_rho_morph_per_class", "reference: rho over a real cross-fade (x100)"),
 )
 
 

@@ -13,11 +13,11 @@ score is reported beside the same judge on the real held-out photos themselves (
 - ``ceiling_identity_other_people_median``: dlib distance between photos of different people;
 - ``ceiling_identity_roundtrip_median``: a photo against itself after the model's resolution
   round trip (what the resolution alone costs);
-- ``ceiling_intensity_rho_morph``: the intensity rho of a cross-fade from each person's real
-  neutral photo to their real expressive photo (t = 0.2 .. 1). Real photos carry no intensity
-  labels, so this is how well the judge orders an expression that truly grows on this person's
-  face; its per-class values show targets the judge can hardly read (where an edit's rho is
-  mostly the judge's noise).
+- ``ceiling_intensity_rho_morph`` (a reference rather than a bound): the intensity rho of a pixel
+  cross-fade from each person's real neutral photo to their real expressive photo (t = 0.2 .. 1).
+  Real photos carry no intensity labels, so this is the judge ordering a real expression that
+  grows on the person's own face; a fade also ghosts the two photos, so a model's clean edits can
+  score above it. Its per-class values show targets the judge orders poorly even on real faces.
 
 A model trained with dlib's network in its identity loss cannot be judged by dlib alone, so
 ``classical_identity_rate`` identifies each edit among the held-out people with Fisherfaces (PCA

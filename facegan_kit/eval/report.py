@@ -36,7 +36,7 @@ METRIC_ROWS: list[tuple[str, str, str]] = [
     ("recon_ssim", "reconstruction SSIM", "higher"),
     ("intensity_rho_levels", "intensity Spearman rho over levels (judge)", "higher"),
     ("intensity_rho_continuous", "intensity Spearman rho over t=0.2..1 (judge)", "higher"),
-    ("ceiling_intensity_rho_morph", "ceiling: rho of a real neutral-to-expression cross-fade (judge)", "higher"),
+    ("ceiling_intensity_rho_morph", "reference: rho of a real neutral-to-expression cross-fade (judge)", "higher"),
     ("neutral_rate", "neutral code judged neutral", "higher"),
     ("fer_feature_frechet", "realism: fer_feature_frechet (not FID)", "lower"),
     ("oracle_expression_accuracy", "oracle: expression accuracy of edits", "higher"),
@@ -180,7 +180,7 @@ PER_CLASS_ROWS = (
     ("oracle_expression_accuracy_per_class", "edits judged as the target (oracle)"),
     ("ceiling_judge_accuracy_native_per_class", "ceiling: FER on the real photos"),
     ("intensity_rho_levels_per_class", "intensity rho over levels (FER)"),
-    ("ceiling_intensity_rho_morph_per_class", "ceiling: rho of a real cross-fade (FER)"),
+    ("ceiling_intensity_rho_morph_per_class", "reference: rho of a real cross-fade (FER)"),
 )
 
 
