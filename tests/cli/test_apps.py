@@ -214,10 +214,15 @@ def test_retrieve_by_code_and_label_use_index_labels(run, ckpt, gallery, tmp_pat
     text = ok(run, "retrieve", ckpt, "--query", q, "--gallery", gallery, "--by", "code", "--no-align",
               "--out", tmp_path / "c.png")
     ranked = [ln.split("\t") for ln in text.splitlines() if "\t" in ln]
-    # the query is in the gallery: ranked first, at a distance that is float noise (the query and
-    # the gallery are encoded in batches of different sizes), far below the next face's
-    assert ranked[0][3].endswith("gen_00002.png") and float(ranked[0][1]) < 1e-3
-    assert float(ranked[1][1]) > 20 * max(float(ranked[0][1]), 1e-4), ranked[:2]
+    dist = [float(r[1]) for r in ranked]
+    assert dist == sorted(dist) and len(ranked) >= 3
+    # the query is in the gallery: among the first, at a distance that is float noise (the query
+    # and the gallery are encoded in batches of different sizes). Q's tanh saturates with the
+    # fixture's loud random weights, so another face of the same label may share its code exactly
+    # (a tie at 0); faces with other codes come after, far from it.
+    tied = [r[3] for r, d in zip(ranked, dist) if d < 1e-3]
+    assert any(p.endswith("gen_00002.png") for p in tied), ranked[:3]
+    assert len(tied) < len(ranked) and dist[len(tied)] > 20 * max(dist[0], 1e-4), ranked[:3]
     text = ok(run, "retrieve", ckpt, "--query", faces_dummy(tmp_path), "--gallery", gallery, "--by", "label",
               "--label", "happy", "--k", 12, "--no-align", "--out", tmp_path / "l.png")
     labels = [ln.split("\t")[2] for ln in text.splitlines() if "\t" in ln]
