@@ -30,6 +30,14 @@ def pixels(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
+def same_picture(a, b) -> bool:
+    """Equal up to one grey level in a few pixels: two code paths that must give the same code
+    (e.g. cumulative level 5 and intensity 1) may differ in the last float bit, which the fixture's
+    loud weights can carry across a rounding boundary."""
+    diff = np.abs(a - b)
+    return a.shape == b.shape and diff.max() <= 1 and (diff > 0).mean() < 0.05
+
+
 @pytest.fixture(scope="module")
 def ckpt(tiny_checkpoint, tmp_path_factory):
     """The tiny checkpoint with re-drawn (larger) weights, so that outputs react clearly to
@@ -71,7 +79,7 @@ def test_edit_names_expressions_and_intensities(run, ckpt, faces, tmp_path):
     i0, i1 = pixels(out / "s0_e3_happy_i0.00.png"), pixels(out / "s0_e3_happy_i1.00.png")
     assert np.abs(i0 - i1).mean() > 1
     ok(run, "edit", *base, "-e", "neutral")
-    assert np.array_equal(i0, pixels(out / "s0_e3_neutral.png"))  # t = 0 is the neutral code
+    assert same_picture(i0, pixels(out / "s0_e3_neutral.png"))  # t = 0 is the neutral code
     ok(run, "edit", *base, "-e", "Surprise", "--level", "3")
     assert (out / "s0_e3_surprise_l3.png").is_file()
     ok(run, "edit", *base, "-e", "happy")  # neither: intensity 1, no suffix
@@ -80,7 +88,7 @@ def test_edit_names_expressions_and_intensities(run, ckpt, faces, tmp_path):
     # (the paper's one element) is another code than cumulative level 3
     base_c = [ckpt, faces[0], "--no-align", "-e", "happy", "--level-codes"]
     ok(run, "edit", *base_c, "cumulative", "--level", "5", "--out", tmp_path / "c")
-    assert np.array_equal(pixels(tmp_path / "c" / "s0_e3_happy_l5.png"), i1)
+    assert same_picture(pixels(tmp_path / "c" / "s0_e3_happy_l5.png"), i1)
     ok(run, "edit", *base_c, "cumulative", "--level", "3", "--out", tmp_path / "c")
     ok(run, "edit", *base_c, "single", "--level", "3", "--out", tmp_path / "s")
     assert np.abs(pixels(tmp_path / "c" / "s0_e3_happy_l3.png") - pixels(tmp_path / "s" / "s0_e3_happy_l3.png")).mean() > 0.1
